@@ -1,0 +1,176 @@
+"""Kafka client setup shared by every stage: connection config, the system's topics,
+producers and consumers with the settings this system relies on.
+
+    kafka = KafkaConfig(bootstrap="localhost:9092")
+    create_topics(kafka, TopicsConfig())          # idempotent
+    producer = make_producer(kafka)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from streamtrain.config import check
+
+log = logging.getLogger(__name__)
+
+
+class KafkaIOError(RuntimeError):
+    """Kafka cannot be reached or a topic operation failed."""
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap: str = "localhost:9092"
+    client_id: str = "streamtrain"
+    request_timeout_ms: int = 30000
+
+    def __post_init__(self) -> None:
+        check(bool(self.bootstrap.strip()), "kafka.bootstrap", self.bootstrap, "host:port[,host:port]")
+        check(self.request_timeout_ms > 0, "kafka.request_timeout_ms", self.request_timeout_ms, "> 0")
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    """Names, partition counts and retention of every topic of the system."""
+
+    impressions: str = "impressions"
+    actions: str = "actions"
+    samples: str = "samples"
+    features: str = "features"
+    model_deltas: str = "model-deltas"
+    model_dense: str = "model-dense"
+    dead_letter: str = "dead-letter"
+    partitions: int = 2
+    model_deltas_partitions: int = 4
+    retention_hours: int = 168
+    dead_letter_retention_hours: int = 720
+
+    def __post_init__(self) -> None:
+        check(self.partitions >= 1, "topics.partitions", self.partitions, ">= 1")
+        check(self.model_deltas_partitions >= 1, "topics.model_deltas_partitions",
+              self.model_deltas_partitions, ">= 1 (one per serving shard)")
+        check(self.retention_hours >= 1, "topics.retention_hours", self.retention_hours, ">= 1")
+        names = self.names()
+        check(len(set(names)) == len(names), "topics", names, "distinct topic names")
+
+    def names(self) -> list[str]:
+        return [self.impressions, self.actions, self.samples, self.features,
+                self.model_deltas, self.model_dense, self.dead_letter]
+
+    def specs(self) -> list[tuple[str, int, dict[str, str]]]:
+        """(name, partitions, topic configs) for every topic."""
+        hours = lambda h: {"retention.ms": str(h * 3600 * 1000)}  # noqa: E731
+        out = []
+        for name in self.names():
+            parts = self.model_deltas_partitions if name == self.model_deltas else self.partitions
+            if name == self.model_dense:
+                parts = 1  # chunks of one snapshot must stay in order
+            retention = self.dead_letter_retention_hours if name == self.dead_letter else self.retention_hours
+            configs = hours(retention)
+            if name in (self.model_dense,):
+                configs["max.message.bytes"] = str(8 * 1024 * 1024)
+            out.append((name, parts, configs))
+        return out
+
+
+def admin_client(kafka: KafkaConfig):
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        return KafkaAdminClient(bootstrap_servers=kafka.bootstrap, client_id=kafka.client_id,
+                                request_timeout_ms=kafka.request_timeout_ms)
+    except KafkaError as exc:
+        raise KafkaIOError(
+            f"cannot reach Kafka at {kafka.bootstrap} ({exc}); is the broker running? "
+            "(`streamtrain kafka start` for a local one)"
+        ) from exc
+
+
+def create_topics(kafka: KafkaConfig, topics: TopicsConfig, extra: list[str] = ()) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = admin_client(kafka)
+    try:
+        existing = set(admin.list_topics())
+        wanted = topics.specs() + [(name, topics.partitions, {}) for name in extra]
+        new = [NewTopic(name, parts, 1, topic_configs=cfg)
+               for name, parts, cfg in wanted if name not in existing]
+        if new:
+            try:
+                admin.create_topics(new, timeout_ms=kafka.request_timeout_ms)
+            except TopicAlreadyExistsError:
+                pass
+            _wait_for_topics(admin, [t.name for t in new])
+        for t in new:
+            log.info("created topic=%s partitions=%d", t.name, t.num_partitions)
+        return [t.name for t in new]
+    finally:
+        admin.close()
+
+
+def _wait_for_topics(admin, names: list[str], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if set(names) <= set(admin.list_topics()):
+            return
+        time.sleep(0.1)
+    raise KafkaIOError(f"topics {names} did not appear within {timeout_s:.0f}s")
+
+
+def make_producer(kafka: KafkaConfig, **overrides):
+    from kafka import KafkaProducer
+
+    settings = dict(bootstrap_servers=kafka.bootstrap, client_id=kafka.client_id,
+                    acks="all", linger_ms=5, batch_size=256 * 1024, compression_type=None,
+                    request_timeout_ms=kafka.request_timeout_ms)
+    settings.update(overrides)
+    return KafkaProducer(**settings)
+
+
+def make_consumer(kafka: KafkaConfig, *topics: str, **overrides):
+    from kafka import KafkaConsumer
+
+    settings = dict(bootstrap_servers=kafka.bootstrap, client_id=kafka.client_id,
+                    auto_offset_reset="earliest", enable_auto_commit=False,
+                    max_poll_records=2000, fetch_max_bytes=64 * 1024 * 1024,
+                    request_timeout_ms=kafka.request_timeout_ms)
+    settings.update(overrides)
+    return KafkaConsumer(*topics, **settings)
+
+
+def read_all(kafka: KafkaConfig, topic: str, expected: int | None = None,
+             timeout_s: float = 30.0, idle_s: float = 2.0) -> list:
+    """Read a topic from the beginning: until ``expected`` records arrived, or nothing new
+    came for ``idle_s`` once the end offsets were reached. For tests, tools and the demo."""
+    from kafka import TopicPartition
+
+    consumer = make_consumer(kafka, group_id=None, consumer_timeout_ms=int(idle_s * 1000))
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out: list = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200)
+            for recs in batch.values():
+                out.extend(recs)
+            if expected is not None:
+                if len(out) >= expected:
+                    break
+                if not batch:
+                    end = consumer.end_offsets(tps)
+                continue
+            if not batch and all(consumer.position(tp) >= end[tp] for tp in tps):
+                break
+        return out
+    finally:
+        consumer.close()

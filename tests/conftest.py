@@ -1,0 +1,54 @@
+"""Shared fixtures. The real Kafka broker is started once per test session (on free ports,
+in a temporary directory) by the first test that asks for it, and stopped at the end."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+import pytest
+
+from streamtrain.kafka_io import KafkaConfig, TopicsConfig, create_topics
+from streamtrain.local_kafka import LocalKafka, LocalKafkaConfig, free_port
+from streamtrain.paths import SHARED_DATA_DIR
+
+logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory) -> KafkaConfig:
+    """A real single-node KRaft broker for the whole test session."""
+    port, controller = free_port(), free_port()
+    while controller == port:
+        controller = free_port()
+    broker = LocalKafka(LocalKafkaConfig(port=port, controller_port=controller,
+                                         data_dir=tmp_path_factory.mktemp("kafka")))
+    broker.start()
+    try:
+        yield KafkaConfig(bootstrap=broker.config.bootstrap)
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topics(kafka_broker, request) -> TopicsConfig:
+    """Every system topic, under names unique to this test (no cross-test interference)."""
+    stem = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name)[:40]
+    suffix = f"{stem}-{uuid.uuid4().hex[:6]}"
+    cfg = TopicsConfig(
+        impressions=f"impressions.{suffix}", actions=f"actions.{suffix}",
+        samples=f"samples.{suffix}", features=f"features.{suffix}",
+        model_deltas=f"model-deltas.{suffix}", model_dense=f"model-dense.{suffix}",
+        dead_letter=f"dead-letter.{suffix}",
+    )
+    create_topics(kafka_broker, cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """../shared/data, or a skip that says why."""
+    if not SHARED_DATA_DIR.is_dir():
+        pytest.skip(f"real event logs not found at {SHARED_DATA_DIR} (see ../shared/data/README.md)")
+    return SHARED_DATA_DIR

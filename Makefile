@@ -13,7 +13,7 @@ setup: $(VENV)/.installed infra/jars/.fetched
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
 infra/jars/.fetched: infra/pom.xml

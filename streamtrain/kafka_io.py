@@ -152,13 +152,18 @@ def read_all(kafka: KafkaConfig, topic: str, expected: int | None = None,
 
     consumer = make_consumer(kafka, group_id=None, consumer_timeout_ms=int(idle_s * 1000))
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
+        deadline = time.monotonic() + timeout_s
+        parts = consumer.partitions_for_topic(topic)
+        while not parts and time.monotonic() < deadline:
+            time.sleep(0.1)
+            parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            raise KafkaIOError(f"topic {topic} does not exist on {kafka.bootstrap}")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
         out: list = []
-        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             batch = consumer.poll(timeout_ms=200)
             for recs in batch.values():

@@ -1,0 +1,54 @@
+"""``streamtrain generate`` and ``streamtrain replay``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from streamtrain import cli_common
+from streamtrain.kafka_io import KafkaConfig, TopicsConfig, create_topics
+from streamtrain.paths import SHARED_DATA_DIR
+from traffic.generator import GeneratorConfig, TrafficGenerator
+from traffic.producer import produce, produce_dead_letters
+from traffic.replay import ReplayPlan
+
+
+def _write_stats(path: str | None, stats: dict) -> None:
+    text = json.dumps(stats, indent=2, sort_keys=True)
+    print(text)
+    if path:
+        Path(path).write_text(text + "\n")
+
+
+def generate_main(argv: list[str]) -> int:
+    p = cli_common.parser("generate", "synthetic impressions and delayed actions to Kafka "
+                          "(settings: [generator] section, e.g. --set generator.duration_s=60)")
+    p.add_argument("--stats", help="write what was injected (counts) to this JSON file")
+    args = p.parse_args(argv)
+    kafka = cli_common.load(args, KafkaConfig, "kafka")
+    topics = cli_common.load(args, TopicsConfig, "topics")
+    cfg = cli_common.load(args, GeneratorConfig, "generator")
+    create_topics(kafka, topics)
+    gen = TrafficGenerator(cfg, now_ms=int(time.time() * 1000))
+    sent = produce(gen.events(), kafka, topics, speedup=cfg.speedup)
+    _write_stats(args.stats, {"injected": dict(gen.stats), "sent": dict(sent)})
+    return 0
+
+
+def replay_main(argv: list[str]) -> int:
+    p = cli_common.parser("replay", "a CSV event log to impressions/actions in event-time order")
+    p.add_argument("mapping", help="mapping TOML, or a built-in name: talkingdata | taobao")
+    p.add_argument("--data-dir", default=str(SHARED_DATA_DIR), help="where relative CSV paths point")
+    p.add_argument("--speedup", type=float, default=0.0, help="event seconds per wall second (0: flat out)")
+    p.add_argument("--stats", help="write counts to this JSON file")
+    args = p.parse_args(argv)
+    kafka = cli_common.load(args, KafkaConfig, "kafka")
+    topics = cli_common.load(args, TopicsConfig, "topics")
+    plan = ReplayPlan.from_file(args.mapping)
+    create_topics(kafka, topics)
+    events, dead, stats = plan.events(Path(args.data_dir), topic_name=str(plan.csv_path(Path(args.data_dir))))
+    produce_dead_letters(dead, kafka, topics)
+    sent = produce(events, kafka, topics, speedup=args.speedup)
+    _write_stats(args.stats, {"rows": dict(stats), "sent": dict(sent)})
+    return 0

@@ -1,0 +1,89 @@
+"""Configs of the sync stage: one frozen dataclass per component, validated on creation.
+
+``[sync]`` is the trainer-side publisher, ``[serve]`` the reference serving replica (which
+embeds the consumer library, configured by ``ConsumerConfig``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from streamtrain.config import check
+from streamtrain.paths import STATE_DIR
+
+DTYPES = ("fp32", "fp16")
+
+
+@dataclass(frozen=True)
+class PublisherConfig:
+    """How and when the trainer's model goes to Kafka and to the dump directory."""
+
+    model: str = "ctr"
+    sparse_interval_s: float = 60.0
+    dense_interval_s: float = 86400.0
+    dtype: str = "fp32"
+    max_message_bytes: int = 900_000  # under the broker's default 1 MiB message limit
+    dense_chunk_bytes: int = 1_000_000
+    dump_dir: str = str(STATE_DIR / "dumps")
+    keep_dumps: int = 2
+    dump_on_start: bool = True  # a replica needs a dump to bootstrap from
+
+    def __post_init__(self) -> None:
+        check(bool(self.model) and "/" not in self.model, "sync.model", self.model,
+              "a non-empty name without '/'")
+        check(self.sparse_interval_s >= 0.1, "sync.sparse_interval_s", self.sparse_interval_s,
+              ">= 0.1 seconds (default 60)")
+        check(self.dense_interval_s >= self.sparse_interval_s, "sync.dense_interval_s",
+              self.dense_interval_s, ">= sync.sparse_interval_s (default 86400)")
+        check(self.dtype in DTYPES, "sync.dtype", self.dtype, f"one of {DTYPES}")
+        check(self.max_message_bytes >= 4096, "sync.max_message_bytes", self.max_message_bytes,
+              ">= 4096 bytes (and below the broker's max.message.bytes)")
+        check(self.dense_chunk_bytes >= 1024, "sync.dense_chunk_bytes", self.dense_chunk_bytes,
+              ">= 1024 bytes (and below model-dense's max.message.bytes, 8 MiB)")
+        check(self.keep_dumps >= 1, "sync.keep_dumps", self.keep_dumps, ">= 1")
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """What one serving replica consumes. Each replica has its own consumer group, so every
+    replica sees every update; ``shards`` () means all partitions of ``model-deltas``."""
+
+    model: str = "ctr"
+    dump_dir: str = str(STATE_DIR / "dumps")
+    shards: tuple[int, ...] = ()
+    group_id: str = ""  # "" -> serve-<model>-<random>: one group per replica
+    max_poll_records: int = 2000
+    require_dump: bool = True  # refuse to serve without a complete dump (no dense weights)
+
+    def __post_init__(self) -> None:
+        check(bool(self.model), "serve.model", self.model, "a non-empty model name")
+        check(all(s >= 0 for s in self.shards), "serve.shards", self.shards,
+              "partition numbers >= 0 of model-deltas, or empty for all")
+        check(self.max_poll_records >= 1, "serve.max_poll_records", self.max_poll_records, ">= 1")
+        if not self.group_id:
+            object.__setattr__(self, "group_id", f"serve-{self.model}-{uuid.uuid4().hex[:8]}")
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """The reference serving replica (``streamtrain serve``): consumer + store + HTTP."""
+
+    model: str = "ctr"
+    dump_dir: str = str(STATE_DIR / "dumps")
+    store_dir: str = ""  # "" -> a fresh directory under .streamtrain/replicas/
+    shards: tuple[int, ...] = ()
+    group_id: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8500
+    poll_interval_ms: int = 100
+    max_batch: int = 4096
+
+    def __post_init__(self) -> None:
+        check(0 <= self.port <= 65535, "serve.port", self.port, "0..65535 (0 = any free port)")
+        check(self.poll_interval_ms >= 1, "serve.poll_interval_ms", self.poll_interval_ms, ">= 1")
+        check(self.max_batch >= 1, "serve.max_batch", self.max_batch, ">= 1")
+
+    def consumer(self) -> ConsumerConfig:
+        return ConsumerConfig(model=self.model, dump_dir=self.dump_dir, shards=self.shards,
+                              group_id=self.group_id)

@@ -69,7 +69,7 @@ class DeltaApplier:
         self.stats = ApplierStats()
         self.on_gap = on_gap
 
-    def start_at(self, version: int, shards: Iterable[int], created_ms: int = 0) -> None:
+    def start_at(self, version: int | None, shards: Iterable[int], created_ms: int = 0) -> None:
         """Everything up to ``version`` is in the store (a dump was loaded)."""
         for s in shards:
             self.shards[s] = ShardState(version=version, created_ms=created_ms)

@@ -1,0 +1,209 @@
+"""Serving side: the library a serving system embeds to keep a local copy of the model.
+
+    store = RocksRowStore("/var/lib/replica/rows")
+    consumer = DeltaConsumer(ConsumerConfig(model="ctr", dump_dir="/dumps"), kafka, topics,
+                             store, on_dense=lambda version, cfg, state_dict: ...)
+    consumer.bootstrap()            # latest complete dump -> store, seek to its offsets
+    while serving:
+        consumer.poll(timeout_ms=100)   # apply what arrived (deltas and dense versions)
+    rows, found = store.lookup("emb", ids, dim=16)
+
+It reads its shards' partitions of ``model-deltas`` (all, or ``shards``) with manual
+assignment and commits its positions to its own consumer group (one per replica, so every
+replica sees every update and operators can watch each replica's lag). Undecodable or
+malformed messages go to the dead-letter topic; a gap in versions is logged, counted and
+passed to ``on_gap``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from schemas import DeadLetter, DenseSnapshot, SparseDelta, codec_for
+from streamtrain.kafka_io import KafkaConfig, TopicsConfig, make_consumer, make_producer
+from sync.applier import DeltaApplier
+from sync.config import ConsumerConfig
+from sync.delta_builder import check_delta
+from sync.dense import DenseAssembler, DenseChecksumError, decode_dense
+from sync.dump import Dump, latest_dump
+from sync.errors import SyncError
+from sync.sharding import shard_of
+from sync.store import RowStore
+
+log = logging.getLogger(__name__)
+STAGE = "sync.consumer"
+DenseCallback = Callable[[int, dict, dict], None]
+
+
+@dataclass
+class ConsumerStats:
+    records: int = 0
+    dead_letters: int = 0
+    dense_versions: int = 0
+    rows_bootstrapped: int = 0
+
+
+class DeltaConsumer:
+    def __init__(self, config: ConsumerConfig, kafka: KafkaConfig, topics: TopicsConfig,
+                 store: RowStore, on_dense: DenseCallback | None = None,
+                 on_gap: Callable[[int, list[int]], None] | None = None):
+        from kafka import TopicPartition
+
+        self.config = config
+        self.kafka = kafka
+        self.topics = topics
+        self.store = store
+        self.on_dense = on_dense
+        self.applier = DeltaApplier(store, config.model, on_gap=on_gap)
+        self.dense = DenseAssembler(config.model)
+        self.stats = ConsumerStats()
+        self.dims: dict[str, int] = {}
+        self._consumer = make_consumer(kafka, group_id=config.group_id,
+                                       max_poll_records=config.max_poll_records)
+        parts = sorted(self._consumer.partitions_for_topic(topics.model_deltas) or ())
+        if not parts:
+            raise SyncError(f"topic {topics.model_deltas} not found at {kafka.bootstrap}")
+        self.num_shards = len(parts)
+        bad = [s for s in config.shards if s not in parts]
+        if bad:
+            raise SyncError(f"serve.shards {bad} are not partitions of {topics.model_deltas} "
+                            f"(it has {len(parts)})")
+        self.shards = list(config.shards) or parts
+        self._delta_tps = [TopicPartition(topics.model_deltas, s) for s in self.shards]
+        self._dense_tp = TopicPartition(topics.model_dense, 0)
+        self._consumer.assign(self._delta_tps + [self._dense_tp])
+        self.applier.start_at(None, self.shards)  # unknown until a dump or first versions
+        self._dead_producer = None
+        self._delta_codec = codec_for(SparseDelta)
+        self._dense_codec = codec_for(DenseSnapshot)
+
+    # -- start -----------------------------------------------------------------------
+    def bootstrap(self) -> Dump | None:
+        """Load the latest complete dump (rows of our shards + dense), then seek
+        ``model-deltas`` to the dump's offsets. Without a dump: from the beginning
+        (or SyncError when ``require_dump``)."""
+        dump = latest_dump(self.config.dump_dir, self.config.model)
+        if dump is None:
+            if self.config.require_dump:
+                raise SyncError(f"no complete dump of model {self.config.model!r} under "
+                                f"{self.config.dump_dir}; start the trainer's publisher first")
+            self._consumer.seek_to_beginning(*self._delta_tps, self._dense_tp)
+            return None
+        if dump.num_shards != self.num_shards:
+            raise SyncError(f"dump {dump.path} was cut for {dump.num_shards} shards but "
+                            f"{self.topics.model_deltas} has {self.num_shards} partitions")
+        for table, meta in dump.tables.items():
+            self.dims[table] = meta["dim"]
+            ids, values = dump.table_rows(table)
+            mine = np.isin(shard_of(np.asarray(ids), self.num_shards), self.shards)
+            for lo in range(0, len(ids), 200_000):
+                sel = mine[lo:lo + 200_000]
+                self.store.write_rows(table, np.asarray(ids[lo:lo + 200_000])[sel],
+                                      np.asarray(values[lo:lo + 200_000])[sel], dump.version)
+            self.stats.rows_bootstrapped += int(mine.sum())
+        self.applier.start_at(dump.version, self.shards, dump.created_ms)
+        self._set_dense(dump.version, dump.dense_payload())
+        for tp in self._delta_tps:
+            self._consumer.seek(tp, dump.deltas_offsets.get(tp.partition, 0))
+        self._consumer.seek(self._dense_tp, dump.dense_offset)
+        log.info("bootstrapped model=%s version=%d rows=%d from %s", self.config.model,
+                 dump.version, self.stats.rows_bootstrapped, dump.path)
+        return dump
+
+    def _set_dense(self, version: int, payload: bytes) -> None:
+        self.dense.version = max(self.dense.version, version)
+        self.stats.dense_versions += 1
+        if self.on_dense:
+            cfg, state = decode_dense(payload)
+            self.on_dense(version, cfg, state)
+
+    # -- steady state ----------------------------------------------------------------
+    def poll(self, timeout_ms: int = 100) -> int:
+        """Apply whatever arrived within ``timeout_ms``; returns the number of records."""
+        batch = self._consumer.poll(timeout_ms=timeout_ms)
+        n = 0
+        for tp, recs in batch.items():
+            for r in recs:
+                n += 1
+                if tp.topic == self.topics.model_dense:
+                    self._on_dense_record(r)
+                else:
+                    self._on_delta_record(r)
+        self.stats.records += n
+        if n:
+            self._consumer.commit_async()
+        return n
+
+    def _on_delta_record(self, r) -> None:
+        now = int(time.time() * 1000)
+        d = self._delta_codec.decode_or_dead_letter(
+            r.value, stage=STAGE, topic=r.topic, now_ms=now, partition=r.partition, offset=r.offset)
+        if isinstance(d, SparseDelta):
+            reason = check_delta(d)
+            if reason is None and d.shard != r.partition:
+                reason = f"delta for shard {d.shard} on partition {r.partition}"
+            if reason is not None:
+                d = DeadLetter(STAGE, r.topic, f"malformed delta: {reason}", now, r.value,
+                               r.partition, r.offset)
+        if isinstance(d, DeadLetter):
+            self._dead_letter(d)
+            return
+        if d.table and d.dim:
+            self.dims.setdefault(d.table, d.dim)
+        self.applier.apply(d)
+
+    def _on_dense_record(self, r) -> None:
+        now = int(time.time() * 1000)
+        snap = self._dense_codec.decode_or_dead_letter(
+            r.value, stage=STAGE, topic=r.topic, now_ms=now, partition=r.partition, offset=r.offset)
+        if isinstance(snap, DeadLetter):
+            self._dead_letter(snap)
+            return
+        try:
+            done = self.dense.add(snap)
+        except DenseChecksumError as exc:
+            self._dead_letter(DeadLetter(STAGE, r.topic, str(exc), now, r.value, r.partition,
+                                         r.offset))
+            return
+        if done:
+            self._set_dense(*done)
+            log.info("dense model=%s version=%d applied", self.config.model, done[0])
+
+    def _dead_letter(self, dl: DeadLetter) -> None:
+        self.stats.dead_letters += 1
+        log.warning("dead letter topic=%s partition=%d offset=%d reason=%s", dl.source_topic,
+                    dl.partition, dl.offset, dl.reason)
+        if self._dead_producer is None:
+            self._dead_producer = make_producer(self.kafka)
+        self._dead_producer.send(self.topics.dead_letter, codec_for(DeadLetter).encode(dl))
+
+    # -- status ----------------------------------------------------------------------
+    def lag_records(self) -> int:
+        """Messages on our partitions not applied yet (0 when caught up)."""
+        ends = self._consumer.end_offsets(self._delta_tps)
+        return sum(max(0, ends[tp] - self._consumer.position(tp)) for tp in self._delta_tps)
+
+    def caught_up(self) -> bool:
+        return self.lag_records() == 0
+
+    def poll_until_caught_up(self, timeout_s: float = 30.0) -> bool:
+        """Poll until every partition's position reached its end offset (taken once at the
+        start); False on timeout."""
+        ends = self._consumer.end_offsets(self._delta_tps + [self._dense_tp])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.poll(timeout_ms=100)
+            if all(self._consumer.position(tp) >= end for tp, end in ends.items()):
+                return True
+        return False
+
+    def close(self) -> None:
+        if self._dead_producer is not None:
+            self._dead_producer.flush()
+            self._dead_producer.close()
+        self._consumer.close()

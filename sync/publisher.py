@@ -1,0 +1,199 @@
+"""Trainer side: push touched rows every ``sparse_interval_s`` to ``model-deltas``, and
+every ``dense_interval_s`` the dense weights to ``model-dense`` plus a full dump.
+
+``tick`` is called from the training loop between batches (the trainer is not
+thread-safe: reading rows while a step writes them would publish torn rows). It does
+nothing until an interval is due, so calling it after every batch is cheap.
+
+    publisher = ModelPublisher(PublisherConfig(model="ctr", sparse_interval_s=5), kafka,
+                               topics, trainer)
+    for batch in batches:
+        trainer.step(batch)
+        publisher.tick()                 # sparse push / dense + dump when due
+    publisher.close()
+
+Versions are consecutive integers per model, continued across restarts from the newest of
+(the last version on ``model-deltas``, the latest dump). The first tick writes a dump (a
+replica needs one to bootstrap) and, with ``full_push_on_start``, pushes every live row, so
+replicas that outlived a trainer restart converge to the restored model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from schemas import DenseSnapshot, SparseDelta, codec_for
+from streamtrain.kafka_io import KafkaConfig, TopicsConfig, make_consumer, make_producer
+from sync.config import PublisherConfig
+from sync.delta_builder import build_deltas
+from sync.dense import chunk_dense, encode_dense
+from sync.dump import Dump, latest_dump, write_dump
+from sync.errors import SyncError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PushStats:
+    version: int
+    rows: int
+    tombstones: int
+    messages: int
+    bytes: int
+    collect_s: float
+    encode_s: float
+    send_s: float
+    created_ms: int
+
+
+def merge_full(full: list, collected: list) -> list:
+    """Rows of ``full_dump`` with the evictions of ``collect_updates`` (for a full push)."""
+    evicted = {u.table: u.evicted for u in collected}
+    out = []
+    for u in full:
+        out.append(type(u)(u.table, u.ids, u.values,
+                           np.asarray(evicted.pop(u.table, np.zeros(0, np.int64)), np.int64)))
+    for u in collected:
+        if u.table in evicted and len(u.evicted):
+            out.append(type(u)(u.table, u.ids[:0], u.values[:0], u.evicted))
+    return out
+
+
+class ModelPublisher:
+    """Owns the version counter and the intervals; ``source`` is the trainer."""
+
+    def __init__(self, config: PublisherConfig, kafka: KafkaConfig, topics: TopicsConfig,
+                 source, producer=None, full_push_on_start: bool = True):
+        self.config = config
+        self.kafka = kafka
+        self.topics = topics
+        self.source = source
+        limit = max(config.max_message_bytes, config.dense_chunk_bytes) + 65536
+        self._producer = producer or make_producer(kafka, max_request_size=limit, linger_ms=20)
+        parts = self._producer.partitions_for(topics.model_deltas)
+        if not parts:
+            raise SyncError(f"topic {topics.model_deltas} has no partitions; create the topics "
+                            "first (`streamtrain topics create`)")
+        self.num_shards = len(parts)
+        self.version = self._recover_version()
+        self._full_next = full_push_on_start
+        self._last_sparse: float | None = None
+        self._last_dense: float | None = None
+        self.last_push: PushStats | None = None
+        self.last_dump: Dump | None = None
+        self._delta_codec = codec_for(SparseDelta)
+        self._dense_codec = codec_for(DenseSnapshot)
+
+    def _recover_version(self) -> int:
+        """Newest version already published for this model (0 if none)."""
+        from kafka import TopicPartition
+
+        dump = latest_dump(self.config.dump_dir, self.config.model)
+        best = dump.version if dump else 0
+        consumer = make_consumer(self.kafka, group_id=None)
+        try:
+            tps = [TopicPartition(self.topics.model_deltas, p) for p in range(self.num_shards)]
+            consumer.assign(tps)
+            ends = consumer.end_offsets(tps)
+            wanted = {tp for tp in tps if ends[tp] > 0}
+            for tp in wanted:
+                consumer.seek(tp, ends[tp] - 1)
+            deadline = time.monotonic() + 30
+            while wanted and time.monotonic() < deadline:
+                for tp, recs in consumer.poll(timeout_ms=200).items():
+                    for r in recs:
+                        try:
+                            d = self._decode_tail(r.value)
+                        except Exception:  # a corrupt tail message tells nothing; skip it
+                            continue
+                        if d.model == self.config.model:
+                            best = max(best, d.version)
+                    wanted.discard(tp)
+        finally:
+            consumer.close()
+        log.info("publisher model=%s resumes after version=%d shards=%d", self.config.model,
+                 best, self.num_shards)
+        return best
+
+    @staticmethod
+    def _decode_tail(raw: bytes) -> SparseDelta:
+        return codec_for(SparseDelta).decode(raw)
+
+    def tick(self, now_s: float | None = None) -> PushStats | None:
+        """Publish what is due at ``now_s`` (wall clock if None); the push made, or None."""
+        now = time.time() if now_s is None else now_s
+        if self._last_dense is None and self.config.dump_on_start or (
+                self._last_dense is not None
+                and now - self._last_dense >= self.config.dense_interval_s):
+            self.publish_dense(int(now * 1000))
+            self._last_dense = self._last_sparse = now
+            return self.last_push
+        if self._last_sparse is None or now - self._last_sparse >= self.config.sparse_interval_s:
+            self._last_sparse = now
+            if self._last_dense is None:
+                self._last_dense = now
+            return self.push_sparse(int(now * 1000))
+        return None
+
+    def push_sparse(self, now_ms: int | None = None) -> PushStats:
+        """Push the rows touched since the last push as the next version; returns its stats."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        t0 = time.perf_counter()
+        updates = self.source.collect_updates()
+        if self._full_next:
+            updates = merge_full(self.source.full_dump(), updates)
+            self._full_next = False
+        t1 = time.perf_counter()
+        version = self.version + 1
+        msgs = build_deltas(self.config.model, version, updates, self.num_shards,
+                            self.config.dtype, self.config.max_message_bytes, now_ms)
+        encoded = [(shard, self._delta_codec.encode(d)) for shard, d in msgs]
+        t2 = time.perf_counter()
+        futures = [self._producer.send(self.topics.model_deltas, value=raw, partition=shard,
+                                       key=str(shard).encode()) for shard, raw in encoded]
+        self._producer.flush()
+        offsets: dict[int, int] = {}
+        for f in futures:
+            meta = f.get(timeout=self.kafka.request_timeout_ms / 1000)
+            offsets[meta.partition] = max(offsets.get(meta.partition, 0), meta.offset + 1)
+        t3 = time.perf_counter()
+        self.version = version
+        self._offsets = offsets
+        stats = PushStats(version, sum(len(u.ids) for u in updates),
+                          sum(len(d.tombstones) for _, d in msgs), len(encoded),
+                          sum(len(r) for _, r in encoded), t1 - t0, t2 - t1, t3 - t2, now_ms)
+        self.last_push = stats
+        log.info("sparse push model=%s version=%d rows=%d tombstones=%d messages=%d bytes=%d "
+                 "collect_s=%.3f encode_s=%.3f send_s=%.3f", self.config.model, version,
+                 stats.rows, stats.tombstones, stats.messages, stats.bytes, stats.collect_s,
+                 stats.encode_s, stats.send_s)
+        return stats
+
+    def publish_dense(self, now_ms: int | None = None) -> Dump:
+        """Sparse push, then dense weights to ``model-dense`` and a full dump, all at the
+        push's version (nothing trains in between, so the three agree)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self.push_sparse(now_ms)
+        payload = encode_dense(self.source.dense_state_dict(), self.source.model_config())
+        chunks = chunk_dense(self.config.model, self.version, now_ms, payload,
+                             self.config.dense_chunk_bytes)
+        futures = [self._producer.send(self.topics.model_dense, value=self._dense_codec.encode(c),
+                                       partition=0) for c in chunks]
+        self._producer.flush()
+        dense_offset = max(f.get(timeout=self.kafka.request_timeout_ms / 1000).offset
+                           for f in futures) + 1
+        self.last_dump = write_dump(
+            self.config.dump_dir, self.config.model, self.version, now_ms,
+            self.source.full_dump(), payload, self.topics.model_deltas, self._offsets,
+            self.topics.model_dense, dense_offset, self.num_shards, self.config.keep_dumps)
+        log.info("dense publish model=%s version=%d bytes=%d chunks=%d", self.config.model,
+                 self.version, len(payload), len(chunks))
+        return self.last_dump
+
+    def close(self) -> None:
+        self._producer.flush()
+        self._producer.close()

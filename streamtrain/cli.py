@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("traffic.cli", "replay_main"),
     "passthrough": ("streaming.passthrough_job", "main"),
     "train": ("trainer.cli", "main"),
+    "serve": ("sync.cli", "main"),
     "demo": ("streamtrain.demo", "main"),
 }
 
@@ -66,3 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def console_main() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -18,6 +18,7 @@ passed to ``on_gap``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -63,6 +64,7 @@ class DeltaConsumer:
         self.dense = DenseAssembler(config.model)
         self.stats = ConsumerStats()
         self.dims: dict[str, int] = {}
+        self.lock = threading.RLock()  # held while applying: readers see whole polls
         self._consumer = make_consumer(kafka, group_id=config.group_id,
                                        max_poll_records=config.max_poll_records)
         parts = sorted(self._consumer.partitions_for_topic(topics.model_deltas) or ())
@@ -127,13 +129,14 @@ class DeltaConsumer:
         """Apply whatever arrived within ``timeout_ms``; returns the number of records."""
         batch = self._consumer.poll(timeout_ms=timeout_ms)
         n = 0
-        for tp, recs in batch.items():
-            for r in recs:
-                n += 1
-                if tp.topic == self.topics.model_dense:
-                    self._on_dense_record(r)
-                else:
-                    self._on_delta_record(r)
+        with self.lock:
+            for tp, recs in batch.items():
+                for r in recs:
+                    n += 1
+                    if tp.topic == self.topics.model_dense:
+                        self._on_dense_record(r)
+                    else:
+                        self._on_delta_record(r)
         self.stats.records += n
         if n:
             self._consumer.commit_async()

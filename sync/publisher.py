@@ -139,6 +139,10 @@ class ModelPublisher:
             return self.push_sparse(int(now * 1000))
         return None
 
+    def on_batch(self, batch, trainer) -> None:
+        """``Trainer.run(source, on_batch=publisher.on_batch)`` hook: tick after every step."""
+        self.tick()
+
     def push_sparse(self, now_ms: int | None = None) -> PushStats:
         """Push the rows touched since the last push as the next version; returns its stats."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms

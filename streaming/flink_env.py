@@ -13,6 +13,7 @@ which the generator and the replay tool set to the event's own time.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,11 @@ def make_env(cfg: FlinkConfig, with_jar: bool = True):
     from pyflink.common import Configuration
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
+    # thread mode embeds CPython in the JVM (pemja); it finds its site-packages through the
+    # `python` on PATH, so put this interpreter's bin first (a virtualenv not on PATH otherwise)
+    bin_dir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     conf = Configuration()
     conf.set_string("python.execution-mode", cfg.execution_mode)
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size))

@@ -144,21 +144,28 @@ def make_consumer(kafka: KafkaConfig, *topics: str, **overrides):
     return KafkaConsumer(*topics, **settings)
 
 
+def topic_partitions(kafka: KafkaConfig, topic: str) -> list[int]:
+    """Partition numbers of a topic, asked of the broker (not a client's cached metadata)."""
+    admin = admin_client(kafka)
+    try:
+        described = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    if not described or described[0].get("error_code", 0) != 0 or not described[0]["partitions"]:
+        raise KafkaIOError(f"topic {topic} does not exist on {kafka.bootstrap}")
+    return sorted(p["partition_index"] for p in described[0]["partitions"])
+
+
 def read_all(kafka: KafkaConfig, topic: str, expected: int | None = None,
-             timeout_s: float = 30.0, idle_s: float = 2.0) -> list:
+             timeout_s: float = 30.0) -> list:
     """Read a topic from the beginning: until ``expected`` records arrived, or nothing new
-    came for ``idle_s`` once the end offsets were reached. For tests, tools and the demo."""
+    once the end offsets seen at the start were reached. For tests, tools and the demo."""
     from kafka import TopicPartition
 
-    consumer = make_consumer(kafka, group_id=None, consumer_timeout_ms=int(idle_s * 1000))
+    consumer = make_consumer(kafka, group_id=None)
     try:
         deadline = time.monotonic() + timeout_s
-        parts = consumer.partitions_for_topic(topic)
-        while not parts and time.monotonic() < deadline:
-            time.sleep(0.1)
-            parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            raise KafkaIOError(f"topic {topic} does not exist on {kafka.bootstrap}")
+        parts = topic_partitions(kafka, topic)
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
@@ -171,8 +178,6 @@ def read_all(kafka: KafkaConfig, topic: str, expected: int | None = None,
             if expected is not None:
                 if len(out) >= expected:
                     break
-                if not batch:
-                    end = consumer.end_offsets(tps)
                 continue
             if not batch and all(consumer.position(tp) >= end[tp] for tp in tps):
                 break

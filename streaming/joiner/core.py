@@ -1,0 +1,381 @@
+"""The join core: impressions x delayed actions in a waiting window. Engine-free (no Flink
+here): time is passed in (event time, the watermark in the Flink job), outputs are returned.
+
+Join semantics
+--------------
+* Join key: ``(request_id, item_id)``. An impression waits ``window_ms`` of event time in the
+  window (a HashQueue). Every action of its key that arrives meanwhile adds its
+  ``action_type`` as a label, with its delay after the impression.
+* **One final sample per impression.** Policy ``wait`` (Facebook-style): emitted when the
+  window closes, carrying every label seen in the window (negative if none). Policy
+  ``early`` (Monolith-style, for freshness): emitted at the first positive with flag
+  ``FLAG_EARLY`` (negatives still at window close); a label of another type that arrives
+  later comes as a correction (below), so final + corrections carry the same labels.
+* **Late corrections.** An impression leaving the window (closed, or pushed out by the
+  memory bound) is written to the KV fallback (rocksdict, TTL ``kv_ttl_ms``). An action that
+  arrives after that finds its features there and is emitted as a *correction sample*:
+  flag ``FLAG_LATE_CORRECTION``, carrying only the new label and its delay, so the trainer
+  can apply a delayed-feedback correction (e.g. fake-negative weighting).
+* **Orphans.** An action whose impression is unknown waits ``orphan_wait_ms`` (its impression
+  may simply be late); if none arrives it is an orphan: counted and returned as a
+  ``DeadLetter`` with the reason. Invalid records are dead-lettered too. Never a crash.
+* **Duplicates.** An action with the same (request, item, type) as one already counted is
+  dropped and counted: its first occurrence decides whether the label is joined, corrected
+  or an orphan, in the window, in the orphan wait, and after the window or after being
+  dead-lettered (for ``kv_ttl_ms``, up to ``max_dedup_entries`` keys). A duplicate
+  impression is dropped while the first one is still in the window (the dedup stage
+  upstream handles longer horizons).
+* **Negative down-sampling.** With ``negative_sample_rate`` r < 1 a negative is kept iff a
+  hash of its join key falls below r (deterministic, so a replay keeps the same ones); a
+  kept negative carries ``sample_rate = r`` for re-calibration. Positives are always kept.
+  A dropped negative still goes to the KV fallback (a late positive still corrects it).
+* **Action-stream stall.** When impressions keep flowing but actions stop
+  (``StallDetector``), policy ``hold`` keeps closing windows only up to the newest action's
+  event time (so an outage does not turn into fake negatives) and, once a window is
+  ``max_hold_ms`` past its deadline, emits it with ``FLAG_ACTION_STALL``; when actions resume
+  and catch up, held windows close normally with the labels that arrived. Policy ``flag``
+  closes on time but flags samples emitted during the stall. ``off`` ignores stalls.
+* ``advance(END_OF_TIME)`` (the end of a bounded input) closes every window.
+
+State changes can be mirrored to a ``journal(key, bytes | None)`` callback (the Flink job
+writes them to checkpointed keyed state) and rebuilt with ``restore``.
+
+    core = JoinCore(JoinerConfig(window_ms=600_000))
+    out = core.on_impression(imp, now_ms=wm)     # list of Sample | DeadLetter
+    out += core.on_action(act, now_ms=wm)
+    out += core.advance(now_ms=wm)               # closes windows whose deadline passed
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+
+from schemas import FLAG_ACTION_STALL, FLAG_EARLY, FLAG_LATE_CORRECTION, codec_for
+from schemas.records import Action, DeadLetter, Impression, Sample
+from streaming.joiner.config import JoinerConfig
+from streaming.joiner.hash_queue import HashQueue
+from streaming.joiner.kv_fallback import KvFallback
+from streaming.joiner.metrics import JoinerMetrics
+from streaming.joiner.stall_detector import StallDetector
+
+log = logging.getLogger(__name__)
+
+END_OF_TIME = 1 << 62  # any watermark >= this closes everything (Flink's MAX_WATERMARK is)
+Output = Sample | DeadLetter
+Journal = Callable[[str, bytes | None], None]
+
+
+def join_key(request_id: str, item_id: int) -> str:
+    return f"{request_id}|{item_id}"
+
+
+class _Entry:
+    """An impression waiting in the window with the labels seen so far."""
+
+    __slots__ = ("imp", "raw", "labels", "delays", "sent")
+
+    def __init__(self, imp: Impression, raw: bytes | None) -> None:
+        self.imp = imp
+        self.raw = raw
+        self.labels: list[str] = []
+        self.delays: list[int] = []
+        self.sent = False  # final sample already emitted (early policy)
+
+    def nbytes(self) -> int:
+        if self.raw is not None:
+            return len(self.raw) + 64
+        return 128 + 12 * len(self.imp.ids) + 4 * len(self.imp.dense)
+
+
+class JoinCore:
+    """The joiner's logic: ``on_impression`` / ``on_action`` / ``advance`` -> outputs."""
+
+    def __init__(self, cfg: JoinerConfig, kv: KvFallback | None = None, *,
+                 stall: StallDetector | None = None, metrics: JoinerMetrics | None = None,
+                 journal: Journal | None = None, actions_topic: str = "actions") -> None:
+        self.cfg = cfg
+        self._own_kv = kv is None
+        self.kv = KvFallback(cfg.kv_path, cfg.kv_ttl_ms) if kv is None else kv
+        self.stall = stall or StallDetector(cfg.stall_after_ms, cfg.stall_min_impressions)
+        self.metrics = metrics or JoinerMetrics()
+        self.journal = journal
+        self.actions_topic = actions_topic
+        self.window: HashQueue[str, _Entry] = HashQueue(cfg.max_entries, cfg.max_bytes)
+        self.pending: HashQueue[str, list[Action]] = HashQueue(cfg.max_entries, 0)
+        self.late: HashQueue[str, tuple[str, ...]] = HashQueue(cfg.max_dedup_entries, 0)
+        self._imp_codec = codec_for(Impression)
+        self._next_purge = -(1 << 62)
+        self._keep_below = int(cfg.negative_sample_rate * (1 << 32))
+
+    # ---- inputs -------------------------------------------------------------------------
+
+    def on_impression(self, imp: Impression, now_ms: int, raw: bytes | None = None) -> list[Output]:
+        m = self.metrics
+        if not imp.request_id or imp.event_time_ms <= 0:
+            return [self._invalid("impressions", imp, now_ms, "impression without request_id "
+                                  "or with event_time_ms <= 0")]
+        m.impressions += 1
+        self.stall.on_impression(imp.event_time_ms)
+        key = join_key(imp.request_id, imp.item_id)
+        if key in self.window:
+            m.duplicate_impressions += 1
+            return []
+        out: list[Output] = []
+        now = max(now_ms, imp.event_time_ms)
+        entry = _Entry(imp, raw)
+        waiting = self.pending.pop(key)
+        if waiting:
+            m.pending_actions -= len(waiting)
+            self._write("P|" + key, None)
+            for act in waiting:
+                self._attach(entry, act)
+            if self.cfg.policy == "early":
+                out.append(self._final(key, entry, now, FLAG_EARLY))
+        evicted = self.window.push(key, entry, imp.event_time_ms + self.cfg.window_ms,
+                                   entry.nbytes())
+        m.window_occupancy += 1
+        self._write_entry(key, entry)
+        flags = FLAG_ACTION_STALL if self.stall.stalled and self.cfg.stall_policy != "off" else 0
+        for old_key, old in evicted:
+            m.evicted += 1
+            self._close(old_key, old, now, flags, out)
+        m.window_bytes = self.window.nbytes
+        return out
+
+    def on_action(self, act: Action, now_ms: int) -> list[Output]:
+        m = self.metrics
+        if not act.request_id or not act.action_type or act.event_time_ms <= 0:
+            return [self._invalid(self.actions_topic, act, now_ms, "action without request_id "
+                                  "or action_type, or with event_time_ms <= 0")]
+        m.actions += 1
+        self.stall.on_action(act.event_time_ms)
+        key = join_key(act.request_id, act.item_id)
+        now = max(now_ms, act.event_time_ms)
+        entry = self.window.get(key)
+        if entry is not None:
+            return self._in_window(key, entry, act, now)
+        rec = self.kv.get(key, now)
+        if rec is not None:
+            return self._late(key, rec, act, now)
+        waiting = self.pending.get(key)
+        if waiting is not None:
+            if any(a.action_type == act.action_type for a in waiting):
+                m.duplicate_actions += 1
+                return []
+            waiting.append(act)
+            m.pending_actions += 1
+            self._write("P|" + key, pickle.dumps((self.pending.deadline(key), waiting), protocol=5))
+            return []
+        if act.action_type in (self.late.get(key) or ()):
+            m.duplicate_actions += 1  # of an action already dead-lettered as an orphan
+            return []
+        out: list[Output] = []
+        evicted = self.pending.push(key, [act], now + self.cfg.orphan_wait_ms)
+        m.pending_actions += 1
+        if key in self.pending:
+            self._write("P|" + key, pickle.dumps((self.pending.deadline(key), [act]), protocol=5))
+        for old_key, acts in evicted:
+            self._orphans(old_key, acts, now, out)
+        return out
+
+    def advance(self, now_ms: int) -> list[Output]:
+        """Event time moved to ``now_ms`` (the watermark): close due windows, turn expired
+        action waits into orphans, forget old late-label dedup entries, purge the KV."""
+        out: list[Output] = []
+        m, cfg, stall = self.metrics, self.cfg, self.stall
+        m.stalled = int(stall.stalled)
+        m.stall_episodes = stall.episodes
+        if now_ms >= END_OF_TIME:
+            flags = FLAG_ACTION_STALL if stall.stalled and cfg.stall_policy != "off" else 0
+            for key, entry in self.window.expire(now_ms):
+                self._close(key, entry, now_ms, flags, out)
+        elif stall.stalled and cfg.stall_policy == "hold":
+            for key, entry in self.window.expire(min(now_ms, stall.action_time_ms)):
+                self._close(key, entry, now_ms, 0, out)
+            for key, entry in self.window.expire(now_ms - cfg.max_hold_ms):
+                self._close(key, entry, now_ms, FLAG_ACTION_STALL, out)
+        else:
+            flags = FLAG_ACTION_STALL if stall.stalled and cfg.stall_policy == "flag" else 0
+            for key, entry in self.window.expire(now_ms):
+                self._close(key, entry, now_ms, flags, out)
+        for key, acts in self.pending.expire(now_ms):
+            self._orphans(key, acts, now_ms, out)
+        for key, _ in self.late.expire(now_ms):
+            self._write("L|" + key, None)
+        if now_ms >= self._next_purge:
+            self.kv.purge(now_ms)
+            self._next_purge = now_ms + cfg.kv_purge_every_ms
+        m.window_bytes = self.window.nbytes
+        m.kv_size = self.kv.size
+        return out
+
+    def next_deadline(self) -> int | None:
+        """The earliest event time at which ``advance`` has work (for timers)."""
+        ds = [d for d in (self.window.head_deadline(), self.pending.head_deadline(),
+                          self.late.head_deadline()) if d is not None]
+        return min(ds) if ds else None
+
+    # ---- snapshot / restore (the journal's content) --------------------------------------
+
+    def snapshot(self) -> Iterator[tuple[str, bytes]]:
+        """Every piece of state as (journal key, bytes); ``restore`` takes it back."""
+        for key, entry, deadline in self.window.items():
+            yield "W|" + key, self._entry_bytes(entry, deadline)
+        for key, acts, deadline in self.pending.items():
+            yield "P|" + key, pickle.dumps((deadline, acts), protocol=5)
+        for key, labels, deadline in self.late.items():
+            yield "L|" + key, pickle.dumps((deadline, labels), protocol=5)
+
+    def restore(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """Rebuild the window, the action waits and the late dedup from journal items
+        (in any order). The core must be empty."""
+        assert not (self.window or self.pending or self.late), "restore into an empty core"
+        rows: dict[str, list] = {"W": [], "P": [], "L": []}
+        for jkey, data in items:
+            rows[jkey[0]].append((jkey[2:], pickle.loads(data)))
+        for key, (deadline, raw, labels, delays, sent) in sorted(rows["W"], key=lambda r: r[1][0]):
+            entry = _Entry(self._imp_codec.decode(raw), raw)
+            entry.labels, entry.delays, entry.sent = list(labels), list(delays), sent
+            self.window.push(key, entry, deadline, entry.nbytes())
+        for key, (deadline, acts) in sorted(rows["P"], key=lambda r: r[1][0]):
+            self.pending.push(key, acts, deadline)
+        for key, (deadline, labels) in sorted(rows["L"], key=lambda r: r[1][0]):
+            self.late.push(key, labels, deadline)
+        self.metrics.window_occupancy += len(self.window)
+        self.metrics.pending_actions += sum(len(a) for _, a, _ in self.pending.items())
+        log.info("joiner restored window=%d pending=%d late=%d", len(self.window),
+                 len(self.pending), len(self.late))
+
+    def close(self) -> None:
+        if self._own_kv:
+            self.kv.close()
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _orphaned(self, entry: _Entry, action_type: str) -> bool:
+        """The type was already dead-lettered as an orphan before this impression arrived."""
+        if not self.late:
+            return False
+        seen = self.late.get(join_key(entry.imp.request_id, entry.imp.item_id))
+        return seen is not None and action_type in seen
+
+    def _in_window(self, key: str, entry: _Entry, act: Action, now: int) -> list[Output]:
+        if act.action_type in entry.labels or self._orphaned(entry, act.action_type):
+            self.metrics.duplicate_actions += 1
+            return []
+        self._attach(entry, act)
+        self._write_entry(key, entry)
+        if self.cfg.policy != "early":
+            return []
+        if not entry.sent:
+            return [self._final(key, entry, now, FLAG_EARLY)]
+        delay = entry.delays[-1]
+        return [self._sample(entry.imp, now, [act.action_type], [delay], FLAG_LATE_CORRECTION)]
+
+    def _late(self, key: str, rec, act: Action, now: int) -> list[Output]:
+        seen = self.late.get(key) or ()
+        if act.action_type in rec.labels or act.action_type in seen:
+            self.metrics.duplicate_actions += 1
+            return []
+        imp = self._imp_codec.decode(rec.impression)
+        delay = max(0, act.event_time_ms - imp.event_time_ms)
+        self._remember(key, (act.action_type,), rec.expire_ms)
+        self.metrics.late_corrections += 1
+        return [self._sample(imp, now, [act.action_type], [delay], FLAG_LATE_CORRECTION)]
+
+    def _remember(self, key: str, types: tuple[str, ...], deadline: int) -> None:
+        """Label types accounted for after the window (late corrections, orphans): later
+        duplicates of them are dropped until ``deadline``."""
+        seen = self.late.pop(key)
+        if seen:
+            types = seen + tuple(t for t in types if t not in seen)
+        for old_key, _ in self.late.push(key, types, deadline):
+            self._write("L|" + old_key, None)
+        self._write("L|" + key, pickle.dumps((self.late.deadline(key), types), protocol=5))
+
+    def _attach(self, entry: _Entry, act: Action) -> None:
+        if act.action_type in entry.labels or self._orphaned(entry, act.action_type):
+            self.metrics.duplicate_actions += 1
+            return
+        entry.labels.append(act.action_type)
+        entry.delays.append(max(0, act.event_time_ms - entry.imp.event_time_ms))
+        self.metrics.joined_labels += 1
+
+    def _close(self, key: str, entry: _Entry, now: int, flags: int, out: list[Output]) -> None:
+        """The impression leaves the window: final sample (unless already sent) + KV."""
+        self.metrics.window_occupancy -= 1
+        self._write("W|" + key, None)
+        if not entry.sent:
+            sample = self._final(key, entry, now, flags)
+            if sample is not None:
+                out.append(sample)
+        raw = entry.raw if entry.raw is not None else self._imp_codec.encode(entry.imp)
+        self.kv.put(key, raw, tuple(entry.labels), entry.imp.event_time_ms + self.cfg.window_ms)
+
+    def _final(self, key: str, entry: _Entry, now: int, flags: int) -> Sample | None:
+        m = self.metrics
+        entry.sent = True
+        m.final_samples += 1
+        if flags & FLAG_ACTION_STALL:
+            m.stall_flagged += 1
+        if flags & FLAG_EARLY:
+            m.early_samples += 1
+        rate = 1.0
+        if entry.labels:
+            m.positive_samples += 1
+        else:
+            m.negative_samples += 1
+            if self._keep_below < (1 << 32):
+                if zlib.crc32(key.encode()) >= self._keep_below:
+                    m.dropped_negatives += 1
+                    return None
+                rate = self.cfg.negative_sample_rate
+        return self._sample(entry.imp, now, list(entry.labels), list(entry.delays), flags, rate)
+
+    def _sample(self, imp: Impression, now: int, labels: list[str], delays: list[int],
+                flags: int, rate: float = 1.0) -> Sample:
+        waits = self.metrics.label_wait_ms
+        for d in delays:
+            waits.append(now - imp.event_time_ms - d)
+        return Sample(
+            request_id=imp.request_id, user_id=imp.user_id, item_id=imp.item_id,
+            event_time_ms=imp.event_time_ms, emit_time_ms=now, slots=imp.slots, ids=imp.ids,
+            dense=imp.dense, label_types=labels, label_delays_ms=delays, weight=1.0,
+            sample_rate=rate, flags=flags,
+        )
+
+    def _orphans(self, key: str, acts: list[Action], now: int, out: list[Output]) -> None:
+        self._write("P|" + key, None)
+        codec = codec_for(Action)
+        self._remember(key, tuple(a.action_type for a in acts), now + self.kv.ttl_ms)
+        for act in acts:
+            self.metrics.pending_actions -= 1
+            self.metrics.orphans += 1
+            out.append(DeadLetter(
+                stage="joiner", source_topic=self.actions_topic, time_ms=now,
+                reason=(f"orphan action: no impression for request_id={act.request_id!r} "
+                        f"item_id={act.item_id} within orphan_wait_ms="
+                        f"{self.cfg.orphan_wait_ms} nor in the KV fallback"),
+                raw=codec.encode(act)))
+
+    def _invalid(self, topic: str, rec, now: int, reason: str) -> DeadLetter:
+        self.metrics.invalid += 1
+        return DeadLetter(stage="joiner", source_topic=topic, reason=f"invalid: {reason}",
+                          time_ms=now, raw=codec_for(type(rec)).encode(rec))
+
+    def _write(self, jkey: str, data: bytes | None) -> None:
+        if self.journal is not None:
+            self.journal(jkey, data)
+
+    def _write_entry(self, key: str, entry: _Entry) -> None:
+        if self.journal is not None:
+            self.journal("W|" + key, self._entry_bytes(entry, self.window.deadline(key)))
+
+    def _entry_bytes(self, entry: _Entry, deadline: int | None) -> bytes:
+        if entry.raw is None:
+            entry.raw = self._imp_codec.encode(entry.imp)
+        return pickle.dumps((deadline, entry.raw, entry.labels, entry.delays, entry.sent),
+                            protocol=5)

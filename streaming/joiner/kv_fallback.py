@@ -1,0 +1,133 @@
+"""KV fallback: impressions that left the waiting window, on local disk (rocksdict), with
+an event-time TTL, so that a label arriving hours later still finds its features.
+
+Layout (raw bytes, one RocksDB): ``d<join key>`` -> record, and an expiry index
+``e<expire_ms: 8 bytes big-endian><join key>`` -> ``b""``. The TTL is event time, passed in
+(``purge(now_ms)`` deletes a range of the index in order, O(expired)); a ``get`` of an
+expired record that was not purged yet also misses. A record holds the impression's Avro
+bytes and the label types its final sample carried (so a duplicate late action is dropped).
+Records are written once, when an impression leaves the window, and never updated: a
+replay after a restart rewrites the same bytes.
+
+    kv = KvFallback(Path("/tmp/kv"), ttl_ms=86_400_000)
+    kv.put("r1|7", impression_bytes, labels=("click",), event_time_ms=t)
+    rec = kv.get("r1|7", now_ms=t + 3_600_000)    # KvRecord or None
+    kv.purge(now_ms)
+    kv.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch
+
+log = logging.getLogger(__name__)
+
+_HEAD = struct.Struct("<qH")  # expire_ms, length of the labels blob
+_EXP = struct.Struct(">q")
+_SEP = "\x1f"
+
+
+class KvFallbackError(RuntimeError):
+    """The fallback store cannot be opened or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class KvRecord:
+    impression: bytes
+    labels: tuple[str, ...]
+    expire_ms: int
+
+
+def _encode(rec: KvRecord) -> bytes:
+    blob = _SEP.join(rec.labels).encode()
+    return _HEAD.pack(rec.expire_ms, len(blob)) + blob + rec.impression
+
+
+def _decode(data: bytes) -> KvRecord:
+    expire, n = _HEAD.unpack_from(data)
+    start = _HEAD.size
+    blob = data[start:start + n].decode()
+    return KvRecord(bytes(data[start + n:]), tuple(blob.split(_SEP)) if blob else (), expire)
+
+
+class KvFallback:
+    """rocksdict store of impressions that left the window; event-time TTL."""
+
+    def __init__(self, path: Path | str | None, ttl_ms: int) -> None:
+        self._tmp = path in (None, "")
+        self.path = Path(tempfile.mkdtemp(prefix="joiner-kv-")) if self._tmp else Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.ttl_ms = ttl_ms
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(True)
+        try:
+            self._db = Rdict(str(self.path), opts)
+        except Exception as exc:  # rocksdict raises plain Exception on lock/IO errors
+            raise KvFallbackError(
+                f"cannot open the joiner KV fallback at {self.path} ({exc}); another joiner "
+                "may hold it: give each joiner instance its own joiner.kv_path") from exc
+        self.size = self._count()
+        self.purged = 0
+
+    def _count(self) -> int:
+        n = 0
+        for key in self._db.keys(from_key=b"d"):
+            if key[:1] != b"d":
+                break
+            n += 1
+        return n
+
+    def put(self, key: str, impression: bytes, labels: tuple[str, ...], event_time_ms: int) -> None:
+        """Store (or overwrite, idempotently) an impression that left the window."""
+        kb = key.encode()
+        expire = event_time_ms + self.ttl_ms
+        old = self._db.get(b"d" + kb)
+        batch = WriteBatch(raw_mode=True)
+        if old is None:
+            self.size += 1
+        else:
+            old_exp = _HEAD.unpack_from(old)[0]
+            if old_exp != expire:
+                batch.delete(b"e" + _EXP.pack(old_exp) + kb)
+        batch.put(b"d" + kb, _encode(KvRecord(impression, tuple(labels), expire)))
+        batch.put(b"e" + _EXP.pack(expire) + kb, b"")
+        self._db.write(batch)
+
+    def get(self, key: str, now_ms: int) -> KvRecord | None:
+        data = self._db.get(b"d" + key.encode())
+        if data is None:
+            return None
+        rec = _decode(data)
+        return None if rec.expire_ms <= now_ms else rec
+
+    def purge(self, now_ms: int) -> int:
+        """Delete every record whose TTL ran out by ``now_ms``; returns how many."""
+        end = b"e" + _EXP.pack(now_ms + 1)
+        batch = WriteBatch(raw_mode=True)
+        n = 0
+        for ikey in self._db.keys(from_key=b"e"):
+            if ikey >= end:
+                break
+            batch.delete(ikey)
+            batch.delete(b"d" + ikey[1 + _EXP.size:])
+            n += 1
+        if n:
+            self._db.write(batch)
+            self.size -= n
+            self.purged += n
+        return n
+
+    def close(self) -> None:
+        if self._db is None:
+            return
+        self._db.close()
+        self._db = None
+        if self._tmp:
+            shutil.rmtree(self.path, ignore_errors=True)

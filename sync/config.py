@@ -55,6 +55,9 @@ class ConsumerConfig:
     group_id: str = ""  # "" -> serve-<model>-<random>: one group per replica
     max_poll_records: int = 2000
     require_dump: bool = True  # refuse to serve without a complete dump (no dense weights)
+    # kafka-python verifies record CRC32C in pure Python unless the `crc32c` package is
+    # installed (then it is cheap); without it, checking costs most of the apply time.
+    check_crcs: bool = True
 
     def __post_init__(self) -> None:
         check(bool(self.model), "serve.model", self.model, "a non-empty model name")

@@ -66,7 +66,8 @@ class DeltaConsumer:
         self.dims: dict[str, int] = {}
         self.lock = threading.RLock()  # held while applying: readers see whole polls
         self._consumer = make_consumer(kafka, group_id=config.group_id,
-                                       max_poll_records=config.max_poll_records)
+                                       max_poll_records=config.max_poll_records,
+                                       check_crcs=config.check_crcs)
         parts = sorted(self._consumer.partitions_for_topic(topics.model_deltas) or ())
         if not parts:
             raise SyncError(f"topic {topics.model_deltas} not found at {kafka.bootstrap}")

@@ -136,3 +136,47 @@ def test_sync_duplicates_stale_and_corrupt_messages_are_handled(kafka_broker, to
     assert sorted(d.offset for d in dead) == [3, 5]
     assert any("undecodable" in d.reason for d in dead) and any("values hold" in d.reason for d in dead)
     producer.close()
+
+
+def test_sync_restarted_publisher_continues_the_version_sequence(kafka_broker, topics, tmp_path):
+    trainer = FakeTrainer(dim=4)
+    trainer.touch("user", range(20))
+    pub = _publisher(kafka_broker, topics, trainer, tmp_path, dump_on_start=False)
+    for k in range(3):
+        trainer.touch("user", [k])
+        pub.tick(now_s=float(k))
+    pub.close()
+    again = _publisher(kafka_broker, topics, trainer, tmp_path, dump_on_start=False)
+    assert again.version == 3
+    trainer.touch("user", [7])
+    assert again.push_sparse().version == 4
+    c = _consumer(kafka_broker, topics, tmp_path, require_dump=False)
+    assert c.poll_until_caught_up()
+    assert c.applier.version == 4 and c.applier.stats.gaps == 0
+    _assert_same_rows(c.store, trainer)
+    c.close()
+    again.close()
+
+
+def test_sync_corrupt_dense_chunk_goes_to_dead_letter(kafka_broker, topics, tmp_path):
+    import torch
+    from schemas import DenseSnapshot
+    from sync.dense import chunk_dense, encode_dense
+
+    producer = make_producer(kafka_broker)
+    good = chunk_dense("m", 2, 0, encode_dense({"w": torch.ones(4)}, {"k": 1}), 1 << 20)
+    bad = chunk_dense("m", 3, 0, encode_dense({"w": torch.zeros(4)}, {"k": 1}), 1 << 20)
+    bad[0].sha256 = "0" * 64
+    codec = codec_for(DenseSnapshot)
+    for msg in (codec.encode(good[0]), b"junk", codec.encode(bad[0])):
+        producer.send(topics.model_dense, msg, partition=0)
+    producer.flush()
+    seen = []
+    cfg = ConsumerConfig(model="m", dump_dir=str(tmp_path / "none"), require_dump=False)
+    c = DeltaConsumer(cfg, kafka_broker, topics, MemoryRowStore(),
+                      on_dense=lambda v, model_cfg, sd: seen.append((v, model_cfg)))
+    c.bootstrap()
+    assert c.poll_until_caught_up()
+    assert seen == [(2, {"k": 1})] and c.stats.dead_letters == 2
+    c.close()
+    producer.close()

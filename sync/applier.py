@@ -44,6 +44,7 @@ class ShardState:
     done: set[int] = field(default_factory=set)
     missing: set[int] = field(default_factory=set)
     created_ms: int = 0  # created_ms of `version`
+    base: int = -1  # everything <= base came from a dump: older messages are ignored whole
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ApplierStats:
     tombstones_applied: int = 0
     duplicates: int = 0
     late_messages: int = 0  # older than the shard's version but never seen: applied per row
+    stale_messages: int = 0  # not newer than the dump this replica bootstrapped from: ignored
     gaps: int = 0  # times a version completed with earlier ones missing
     other_model: int = 0
 
@@ -72,7 +74,8 @@ class DeltaApplier:
     def start_at(self, version: int | None, shards: Iterable[int], created_ms: int = 0) -> None:
         """Everything up to ``version`` is in the store (a dump was loaded)."""
         for s in shards:
-            self.shards[s] = ShardState(version=version, created_ms=created_ms)
+            self.shards[s] = ShardState(version=version, created_ms=created_ms,
+                                        base=-1 if version is None else version)
 
     @property
     def version(self) -> int | None:
@@ -96,6 +99,9 @@ class DeltaApplier:
         self.stats.messages += 1
         st = self.shards.setdefault(delta.shard, ShardState())
         v = delta.version
+        if v <= st.base:  # the dump holds this version and may have dropped rows it evicted
+            self.stats.stale_messages += 1
+            return ApplyResult(skipped=len(delta.ids) + len(delta.tombstones))
         if v in st.done or delta.part in st.pending.get(v, ()):
             self.stats.duplicates += 1
             return ApplyResult(skipped=len(delta.ids) + len(delta.tombstones), duplicate=True)

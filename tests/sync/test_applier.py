@@ -94,3 +94,15 @@ def test_applier_any_order_with_duplicates_converges_to_newest(pushes, data):
         else:
             assert f and np.array_equal(row, want[i]), f"id {i} does not hold its newest row"
     assert a.version == len(versions) and a.missing == {}
+
+
+def test_applier_after_bootstrap_ignores_versions_the_dump_already_holds():
+    """Id 2 was evicted before the dump (so the dump has no tombstone for it): a replayed
+    older delta must not bring it back."""
+    store = MemoryRowStore()
+    store.write_rows("t", np.array([1]), np.ones((1, 2), np.float32), version=5)  # the dump
+    a = DeltaApplier(store, "m")
+    a.start_at(5, shards=[0])
+    assert a.apply(_push(4, [1, 2], 0, shards=1)[0]).rows == 0
+    assert not store.lookup("t", np.array([2]), 2)[1][0] and a.stats.stale_messages == 1
+    assert a.apply(_push(6, [2], 0, shards=1)[0]).rows == 1 and a.version == 6

@@ -12,8 +12,10 @@ import signal
 import threading
 
 from streamtrain import cli_common
-from streamtrain.kafka_io import KafkaConfig, TopicsConfig
+from streamtrain.config import ConfigError
+from streamtrain.kafka_io import KafkaConfig, KafkaIOError, TopicsConfig
 from sync.config import ReplicaConfig
+from sync.errors import SyncError
 from sync.replica import ServingReplica
 from sync.server import make_server
 
@@ -46,6 +48,10 @@ def main(argv: list[str]) -> int:
     p = cli_common.parser("serve", "reference serving replica: applies model deltas, "
                                    "answers predictions over HTTP")
     args = p.parse_args(argv)
-    return run(cli_common.load(args, ReplicaConfig, "serve"),
-               cli_common.load(args, KafkaConfig, "kafka"),
-               cli_common.load(args, TopicsConfig, "topics"))
+    try:
+        return run(cli_common.load(args, ReplicaConfig, "serve"),
+                   cli_common.load(args, KafkaConfig, "kafka"),
+                   cli_common.load(args, TopicsConfig, "topics"))
+    except (ConfigError, SyncError, KafkaIOError) as exc:
+        log.error("serve failed: %s", exc)
+        return 1

@@ -65,9 +65,15 @@ class DeltaConsumer:
         self.stats = ConsumerStats()
         self.dims: dict[str, int] = {}
         self.lock = threading.RLock()  # held while applying: readers see whole polls
-        self._consumer = make_consumer(kafka, group_id=config.group_id,
-                                       max_poll_records=config.max_poll_records,
-                                       check_crcs=config.check_crcs)
+        from kafka.errors import KafkaError
+
+        try:
+            self._consumer = make_consumer(kafka, group_id=config.group_id,
+                                           max_poll_records=config.max_poll_records,
+                                           check_crcs=config.check_crcs)
+        except KafkaError as exc:
+            raise SyncError(f"cannot reach Kafka at {kafka.bootstrap} ({exc}); is the broker "
+                            "up and kafka.bootstrap right?") from exc
         parts = sorted(self._consumer.partitions_for_topic(topics.model_deltas) or ())
         if not parts:
             raise SyncError(f"topic {topics.model_deltas} not found at {kafka.bootstrap}")

@@ -158,8 +158,9 @@ def topic_partitions(kafka: KafkaConfig, topic: str) -> list[int]:
 
 def read_all(kafka: KafkaConfig, topic: str, expected: int | None = None,
              timeout_s: float = 30.0) -> list:
-    """Read a topic from the beginning: until ``expected`` records arrived, or nothing new
-    once the end offsets seen at the start were reached. For tests, tools and the demo."""
+    """Read a topic from the beginning: until ``expected`` records arrived (or the timeout),
+    or, without ``expected``, up to the end offsets seen at the start. For tests, tools and
+    the demo."""
     from kafka import TopicPartition
 
     consumer = make_consumer(kafka, group_id=None)

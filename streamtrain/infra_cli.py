@@ -44,7 +44,8 @@ def topics_main(argv: list[str]) -> int:
         created = create_topics(kafka, topics)
         for name, parts, cfg in topics.specs():
             state = "created" if name in created else "exists"
-            print(f"{name:<16} partitions={parts:<3} retention_h={int(cfg['retention.ms']) // 3_600_000:<5} {state}")
+            hours = int(cfg["retention.ms"]) // 3_600_000 if int(cfg["retention.ms"]) > 0 else "forever"
+            print(f"{name:<16} partitions={parts:<3} retention_h={hours:<7} {state}")
         return 0
     admin = admin_client(kafka)
     try:

@@ -52,7 +52,9 @@ class TopicsConfig:
         check(self.partitions >= 1, "topics.partitions", self.partitions, ">= 1")
         check(self.model_deltas_partitions >= 1, "topics.model_deltas_partitions",
               self.model_deltas_partitions, ">= 1 (one per serving shard)")
-        check(self.retention_hours >= 1, "topics.retention_hours", self.retention_hours, ">= 1")
+        check(self.retention_hours >= 1 or self.retention_hours == -1, "topics.retention_hours",
+              self.retention_hours, ">= 1, or -1 to keep forever (replays of old logs: Kafka "
+              "expires records by their event-time timestamp)")
         names = self.names()
         check(len(set(names)) == len(names), "topics", names, "distinct topic names")
 
@@ -62,7 +64,7 @@ class TopicsConfig:
 
     def specs(self) -> list[tuple[str, int, dict[str, str]]]:
         """(name, partitions, topic configs) for every topic."""
-        hours = lambda h: {"retention.ms": str(h * 3600 * 1000)}  # noqa: E731
+        hours = lambda h: {"retention.ms": str(h * 3600 * 1000 if h > 0 else -1)}  # noqa: E731
         out = []
         for name in self.names():
             parts = self.model_deltas_partitions if name == self.model_deltas else self.partitions

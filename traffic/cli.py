@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from streamtrain.paths import SHARED_DATA_DIR
 from traffic.generator import GeneratorConfig, TrafficGenerator
 from traffic.producer import produce, produce_dead_letters
 from traffic.replay import ReplayPlan
+
+log = logging.getLogger(__name__)
 
 
 def _write_stats(path: str | None, stats: dict) -> None:
@@ -48,6 +51,12 @@ def replay_main(argv: list[str]) -> int:
     plan = ReplayPlan.from_file(args.mapping)
     create_topics(kafka, topics)
     events, dead, stats = plan.events(Path(args.data_dir), topic_name=str(plan.csv_path(Path(args.data_dir))))
+    if events and topics.retention_hours > 0:
+        age_h = (time.time() * 1000 - events[0].timestamp_ms) / 3_600_000
+        if age_h > topics.retention_hours:
+            log.warning("the log starts %.0f h ago, beyond topics.retention_hours=%d: Kafka expires records "
+                        "by their timestamp, so replayed records may be deleted within minutes; create the "
+                        "topics with --set topics.retention_hours=-1 for replays", age_h, topics.retention_hours)
     produce_dead_letters(dead, kafka, topics)
     sent = produce(events, kafka, topics, speedup=args.speedup)
     _write_stats(args.stats, {"rows": dict(stats), "sent": dict(sent)})

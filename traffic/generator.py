@@ -42,7 +42,7 @@ class GeneratorConfig:
     impressions_per_s: float = 200.0  # in event time
     duration_s: float = 60.0  # event-time span of impressions
     speedup: float = 0.0  # event seconds per wall second when producing; 0 = as fast as possible
-    start_ms: int = 0  # event time of the start; 0 = now
+    start_ms: int = 0  # event time of the start; 0 = derived from the clock (see TrafficGenerator)
     drift_per_hour: float = 0.6  # std of each user's preference random walk per event-time hour
     base_ctr: float = 0.05
     like_given_click: float = 0.2
@@ -51,6 +51,7 @@ class GeneratorConfig:
     like_delay_median_s: float = 60.0
     conversion_delay_median_s: float = 900.0
     delay_sigma: float = 1.3  # lognormal spread: most within minutes, a tail of hours
+    max_delay_s: float = 4 * 3600.0  # the tail is cut here
     duplicate_rate: float = 0.01
     out_of_order_rate: float = 0.02
     out_of_order_max_s: float = 30.0
@@ -63,6 +64,7 @@ class GeneratorConfig:
         check(self.impressions_per_s > 0, "generator.impressions_per_s", self.impressions_per_s, "> 0")
         check(self.duration_s > 0, "generator.duration_s", self.duration_s, "> 0")
         check(self.speedup >= 0, "generator.speedup", self.speedup, ">= 0 (0 = as fast as possible)")
+        check(self.max_delay_s > 0, "generator.max_delay_s", self.max_delay_s, "> 0")
         for name in ("base_ctr", "like_given_click", "conversion_given_click", "duplicate_rate",
                      "out_of_order_rate", "malformed_rate"):
             v = getattr(self, name)
@@ -79,9 +81,14 @@ class Event:
 
 
 class TrafficGenerator:
+    """Without ``config.start_ms`` the start comes from ``now_ms``: flat out (speedup 0) the
+    stream is history that ends now, late actions included (start = now - duration -
+    max_delay), so no event lies in the future; paced, it starts now."""
+
     def __init__(self, config: GeneratorConfig, now_ms: int = 0):
         self.config = config
-        self.start_ms = config.start_ms or now_ms
+        history_ms = 0 if config.speedup > 0 else int((config.duration_s + config.max_delay_s) * 1000)
+        self.start_ms = config.start_ms or (now_ms - history_ms if now_ms else 0)
         check(self.start_ms > 0, "generator.start_ms", self.start_ms, "> 0 (or pass now_ms)")
         rng = self.rng = np.random.default_rng(config.seed)
         d = config.latent_dim
@@ -163,13 +170,15 @@ class TrafficGenerator:
         self.stats["impressions"] += 1
         score = self.logit_base + 3.0 * float(self.user_vec[u] @ self.item_vec[i]) + self.item_bias[i]
         if rng.random() < 1 / (1 + math.exp(-score)):
+            latest = now + int(cfg.max_delay_s * 1000)  # every label lands within max_delay_s
             click_ms = now + self._delay(cfg.click_delay_median_s)
             self._action(request_id, user_id, item_id, "click", click_ms)
             if rng.random() < cfg.like_given_click:
-                self._action(request_id, user_id, item_id, "like", click_ms + self._delay(cfg.like_delay_median_s))
+                like_ms = min(latest, click_ms + self._delay(cfg.like_delay_median_s))
+                self._action(request_id, user_id, item_id, "like", like_ms)
             if rng.random() < cfg.conversion_given_click:
-                self._action(request_id, user_id, item_id, "conversion",
-                             click_ms + self._delay(cfg.conversion_delay_median_s))
+                conv_ms = min(latest, click_ms + self._delay(cfg.conversion_delay_median_s))
+                self._action(request_id, user_id, item_id, "conversion", conv_ms)
         if rng.random() < cfg.malformed_rate:
             self._malformed(now, imp)
 
@@ -180,7 +189,8 @@ class TrafficGenerator:
         self.stats[f"actions_{kind}"] += 1
 
     def _delay(self, median_s: float) -> int:
-        return max(1, int(self.rng.lognormal(math.log(median_s * 1000), self.config.delay_sigma)))
+        delay = int(self.rng.lognormal(math.log(median_s * 1000), self.config.delay_sigma))
+        return min(max(1, delay), int(self.config.max_delay_s * 1000))
 
     def _drift(self, u: int, now: int) -> None:
         hours = (now - self.user_seen_ms[u]) / 3_600_000

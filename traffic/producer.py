@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Callable, Iterable
 
 from schemas import DeadLetter, codec_for
-from streamtrain.kafka_io import KafkaConfig, TopicsConfig, make_producer
+from streamtrain.kafka_io import KafkaConfig, KafkaIOError, TopicsConfig, make_producer
 from traffic.generator import Event
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ def produce(events: Iterable[Event], kafka: KafkaConfig, topics: TopicsConfig, s
     names = {"impressions": topics.impressions, "actions": topics.actions}
     producer = make_producer(kafka)
     sent: Counter[str] = Counter()
+    failures: list[Exception] = []
     start_wall = clock()
     last_log = start_wall
     first_ms = None
@@ -37,7 +38,8 @@ def produce(events: Iterable[Event], kafka: KafkaConfig, topics: TopicsConfig, s
                 ahead = (ev.arrival_ms - first_ms) / 1000 / speedup - (clock() - start_wall)
                 if ahead > 0:
                     sleep(ahead)
-            producer.send(names[ev.topic], key=ev.key, value=ev.value, timestamp_ms=ev.timestamp_ms)
+            producer.send(names[ev.topic], key=ev.key, value=ev.value,
+                          timestamp_ms=ev.timestamp_ms).add_errback(failures.append)
             sent[ev.topic] += 1
             now = clock()
             if now - last_log >= progress_every_s:
@@ -49,6 +51,9 @@ def produce(events: Iterable[Event], kafka: KafkaConfig, topics: TopicsConfig, s
         producer.flush()
     finally:
         producer.close()
+    if failures:
+        raise KafkaIOError(f"{len(failures)} of {sum(sent.values())} records were not accepted by Kafka; "
+                           f"first error: {failures[0]!r}")
     elapsed = max(clock() - start_wall, 1e-9)
     log.info("produced events=%d in %.1fs (%.0f/s) impressions=%d actions=%d", sum(sent.values()),
              elapsed, sum(sent.values()) / elapsed, sent["impressions"], sent["actions"])
@@ -59,12 +64,15 @@ def produce_dead_letters(dead: list[DeadLetter], kafka: KafkaConfig, topics: Top
     if not dead:
         return
     codec = codec_for(DeadLetter)
+    failures: list[Exception] = []
     producer = make_producer(kafka)
     try:
         for d in dead:
-            producer.send(topics.dead_letter, value=codec.encode(d))
+            producer.send(topics.dead_letter, value=codec.encode(d)).add_errback(failures.append)
         producer.flush()
     finally:
         producer.close()
+    if failures:
+        raise KafkaIOError(f"{len(failures)} dead letters were not accepted by Kafka: {failures[0]!r}")
     log.warning("dead letters=%d sent to topic=%s (first reason: %s)", len(dead), topics.dead_letter,
                 dead[0].reason)

@@ -82,3 +82,11 @@ def test_generator_preferences_drift_over_event_time():
 def test_generator_config_rejects_bad_values_naming_the_field():
     with pytest.raises(ValueError, match="generator.duplicate_rate"):
         GeneratorConfig(duplicate_rate=1.5)
+
+
+def test_generator_flat_out_stream_is_history_ending_before_now():
+    now = 1_800_000_000_000
+    gen = TrafficGenerator(GeneratorConfig(duration_s=30, conversion_given_click=0.5), now_ms=now)
+    events = list(gen.events())
+    valid = [e.timestamp_ms for e in events if e.key != b"malformed"]
+    assert max(valid) <= now and min(valid) >= now - (30 + gen.config.max_delay_s) * 1000

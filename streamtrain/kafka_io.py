@@ -43,6 +43,10 @@ class TopicsConfig:
     model_deltas: str = "model-deltas"
     model_dense: str = "model-dense"
     dead_letter: str = "dead-letter"
+    # between the feature/dedup job and the joiner: impressions with point-in-time realtime
+    # features attached, and actions with duplicates removed
+    impressions_enriched: str = "impressions-enriched"
+    actions_deduped: str = "actions-deduped"
     partitions: int = 2
     model_deltas_partitions: int = 4
     retention_hours: int = 168
@@ -60,7 +64,8 @@ class TopicsConfig:
 
     def names(self) -> list[str]:
         return [self.impressions, self.actions, self.samples, self.features,
-                self.model_deltas, self.model_dense, self.dead_letter]
+                self.model_deltas, self.model_dense, self.dead_letter,
+                self.impressions_enriched, self.actions_deduped]
 
     def specs(self) -> list[tuple[str, int, dict[str, str]]]:
         """(name, partitions, topic configs) for every topic."""

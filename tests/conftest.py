@@ -40,7 +40,8 @@ def topics(kafka_broker, request) -> TopicsConfig:
         impressions=f"impressions.{suffix}", actions=f"actions.{suffix}",
         samples=f"samples.{suffix}", features=f"features.{suffix}",
         model_deltas=f"model-deltas.{suffix}", model_dense=f"model-dense.{suffix}",
-        dead_letter=f"dead-letter.{suffix}",
+        dead_letter=f"dead-letter.{suffix}", impressions_enriched=f"impressions-enriched.{suffix}",
+        actions_deduped=f"actions-deduped.{suffix}",
     )
     create_topics(kafka_broker, cfg)
     return cfg

@@ -38,7 +38,8 @@ def test_local_kafka_cli_start_status_stop(tmp_path, capsys):
 @pytest.mark.integration
 def test_topics_create_is_idempotent_with_partitions_and_retention(kafka_broker):
     cfg = TopicsConfig(**{f: f"{f}.idem" for f in ("impressions", "actions", "samples", "features",
-                                                    "model_deltas", "model_dense", "dead_letter")},
+                                                    "model_deltas", "model_dense", "dead_letter",
+                                                    "impressions_enriched", "actions_deduped")},
                        partitions=3, retention_hours=2)
     assert sorted(create_topics(kafka_broker, cfg)) == sorted(cfg.names())
     assert create_topics(kafka_broker, cfg) == []

@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("traffic.cli", "generate_main"),
     "replay": ("traffic.cli", "replay_main"),
     "passthrough": ("streaming.passthrough_job", "main"),
+    "join": ("streaming.joiner.job", "main"),
     "train": ("trainer.cli", "main"),
     "serve": ("sync.cli", "main"),
     "demo": ("streamtrain.demo", "main"),

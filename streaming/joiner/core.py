@@ -5,7 +5,10 @@ Join semantics
 --------------
 * Join key: ``(request_id, item_id)``. An impression waits ``window_ms`` of event time in the
   window (a HashQueue). Every action of its key that arrives meanwhile adds its
-  ``action_type`` as a label, with its delay after the impression.
+  ``action_type`` as a label, with its delay after the impression. Whether a label is in
+  the window is decided by event time (delay <= ``window_ms``), not by processing order: an
+  action later than the window that is processed while the impression still waits (a
+  backlog, an action read before its impression) comes out as a correction at close.
 * **One final sample per impression.** Policy ``wait`` (Facebook-style): emitted when the
   window closes, carrying every label seen in the window (negative if none). Policy
   ``early`` (Monolith-style, for freshness): emitted at the first positive with flag
@@ -75,13 +78,14 @@ def join_key(request_id: str, item_id: int) -> str:
 class _Entry:
     """An impression waiting in the window with the labels seen so far."""
 
-    __slots__ = ("imp", "raw", "labels", "delays", "sent")
+    __slots__ = ("imp", "raw", "labels", "delays", "after", "sent")
 
     def __init__(self, imp: Impression, raw: bytes | None) -> None:
         self.imp = imp
         self.raw = raw
         self.labels: list[str] = []
         self.delays: list[int] = []
+        self.after: list[tuple[str, int]] = []  # labels later than the window, by event time
         self.sent = False  # final sample already emitted (early policy)
 
     def nbytes(self) -> int:
@@ -205,7 +209,7 @@ class JoinCore:
             self._orphans(key, acts, now_ms, out)
         for key, _ in self.late.expire(now_ms):
             self._write("L|" + key, None)
-        if now_ms >= self._next_purge:
+        if self._next_purge <= now_ms < END_OF_TIME:  # the end of a bounded input keeps the KV
             self.kv.purge(now_ms)
             self._next_purge = now_ms + cfg.kv_purge_every_ms
         m.window_bytes = self.window.nbytes
@@ -236,9 +240,11 @@ class JoinCore:
         rows: dict[str, list] = {"W": [], "P": [], "L": []}
         for jkey, data in items:
             rows[jkey[0]].append((jkey[2:], pickle.loads(data)))
-        for key, (deadline, raw, labels, delays, sent) in sorted(rows["W"], key=lambda r: r[1][0]):
+        for key, (deadline, raw, labels, delays, after, sent) in sorted(rows["W"],
+                                                                       key=lambda r: r[1][0]):
             entry = _Entry(self._imp_codec.decode(raw), raw)
-            entry.labels, entry.delays, entry.sent = list(labels), list(delays), sent
+            entry.labels, entry.delays, entry.after = list(labels), list(delays), list(after)
+            entry.sent = sent
             self.window.push(key, entry, deadline, entry.nbytes())
         for key, (deadline, acts) in sorted(rows["P"], key=lambda r: r[1][0]):
             self.pending.push(key, acts, deadline)
@@ -263,12 +269,11 @@ class JoinCore:
         return seen is not None and action_type in seen
 
     def _in_window(self, key: str, entry: _Entry, act: Action, now: int) -> list[Output]:
-        if act.action_type in entry.labels or self._orphaned(entry, act.action_type):
-            self.metrics.duplicate_actions += 1
+        where = self._attach(entry, act)
+        if where == "dup":
             return []
-        self._attach(entry, act)
         self._write_entry(key, entry)
-        if self.cfg.policy != "early":
+        if where == "after" or self.cfg.policy != "early":
             return []
         if not entry.sent:
             return [self._final(key, entry, now, FLAG_EARLY)]
@@ -296,13 +301,23 @@ class JoinCore:
             self._write("L|" + old_key, None)
         self._write("L|" + key, pickle.dumps((self.late.deadline(key), types), protocol=5))
 
-    def _attach(self, entry: _Entry, act: Action) -> None:
-        if act.action_type in entry.labels or self._orphaned(entry, act.action_type):
+    def _attach(self, entry: _Entry, act: Action) -> str:
+        """Add a label to a waiting impression: ``in`` its window, ``after`` it (event time:
+        the action is later than the window, whatever order they were processed in; it comes
+        out as a correction when the window closes), or ``dup``."""
+        kind = act.action_type
+        if (kind in entry.labels or any(k == kind for k, _ in entry.after)
+                or self._orphaned(entry, kind)):
             self.metrics.duplicate_actions += 1
-            return
-        entry.labels.append(act.action_type)
-        entry.delays.append(max(0, act.event_time_ms - entry.imp.event_time_ms))
+            return "dup"
+        delay = max(0, act.event_time_ms - entry.imp.event_time_ms)
+        if delay > self.cfg.window_ms:
+            entry.after.append((kind, delay))
+            return "after"
+        entry.labels.append(kind)
+        entry.delays.append(delay)
         self.metrics.joined_labels += 1
+        return "in"
 
     def _close(self, key: str, entry: _Entry, now: int, flags: int, out: list[Output]) -> None:
         """The impression leaves the window: final sample (unless already sent) + KV."""
@@ -312,8 +327,12 @@ class JoinCore:
             sample = self._final(key, entry, now, flags)
             if sample is not None:
                 out.append(sample)
+        for kind, delay in entry.after:
+            self.metrics.late_corrections += 1
+            out.append(self._sample(entry.imp, now, [kind], [delay], FLAG_LATE_CORRECTION))
         raw = entry.raw if entry.raw is not None else self._imp_codec.encode(entry.imp)
-        self.kv.put(key, raw, tuple(entry.labels), entry.imp.event_time_ms + self.cfg.window_ms)
+        labels = tuple(entry.labels) + tuple(k for k, _ in entry.after)
+        self.kv.put(key, raw, labels, entry.imp.event_time_ms + self.cfg.window_ms)
 
     def _final(self, key: str, entry: _Entry, now: int, flags: int) -> Sample | None:
         m = self.metrics
@@ -377,5 +396,5 @@ class JoinCore:
     def _entry_bytes(self, entry: _Entry, deadline: int | None) -> bytes:
         if entry.raw is None:
             entry.raw = self._imp_codec.encode(entry.imp)
-        return pickle.dumps((deadline, entry.raw, entry.labels, entry.delays, entry.sent),
-                            protocol=5)
+        return pickle.dumps((deadline, entry.raw, entry.labels, entry.delays, entry.after,
+                             entry.sent), protocol=5)

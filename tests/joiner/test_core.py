@@ -240,3 +240,16 @@ def test_joiner_restore_from_journal_continues_like_an_uninterrupted_core(tmp_pa
                                 tuple(getattr(o, "label_types", ())), getattr(o, "flags", 0))
                                for o in out)
     assert strip(got) == strip(expected)
+
+
+def test_joiner_decides_window_membership_by_event_time_not_processing_order(core):
+    # a backlog: the conversion (30 min after the impression) is read before its impression
+    core.on_action(act("r1", 1000 + 30 * MIN, "conversion"), 1000)
+    core.on_impression(imp("r1", 1000), 1000)
+    core.on_action(act("r1", 1000 + MIN, "click"), 1000)
+    final, corr = core.advance(END_OF_TIME)
+    assert final.label_types == ["click"] and final.flags == 0
+    assert corr.label_types == ["conversion"] and corr.flags == FLAG_LATE_CORRECTION
+    assert corr.label_delays_ms == [30 * MIN]
+    assert core.on_action(act("r1", 1000 + 40 * MIN, "conversion"), 50 * MIN) == []
+    assert core.metrics.late_corrections == 1 and core.metrics.duplicate_actions == 1

@@ -97,6 +97,7 @@ class ServingReplica:
                                       on_dense=self._on_dense)
         self.model: ServingModel | None = None
         self.lag_records = -1
+        self.lag_measured_at = 0.0  # monotonic time the lag_records measurement began
         self._rates: deque[tuple[float, int]] = deque(maxlen=64)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -118,17 +119,23 @@ class ServingReplica:
                 self.consumer.poll(timeout_ms=self.config.poll_interval_ms)
                 now = time.monotonic()
                 if now - last_lag >= 0.5:
-                    self.lag_records, last_lag = self.consumer.lag_records(), now
+                    # stamped with the time the measurement began: it saw every record sent before
+                    lag = self.consumer.lag_records()
+                    self.lag_records, last_lag = lag, now
+                    self.lag_measured_at = now
                     self._rates.append((now, self.consumer.applier.stats.rows_applied))
             except Exception:  # keep serving the last good state; the error is visible in logs
                 log.exception("replica apply loop failed; retrying")
                 self._stop.wait(1.0)
 
     def wait_caught_up(self, timeout_s: float = 30.0, min_version: int = 0) -> bool:
-        """Block until the apply thread reports no lag and ``version >= min_version``."""
-        deadline = time.monotonic() + timeout_s
+        """Block until the apply thread reports no lag, measured after this call began (an
+        older measurement may predate what was just published), and ``version >= min_version``."""
+        start = time.monotonic()
+        deadline = start + timeout_s
         while time.monotonic() < deadline:
-            if self.lag_records == 0 and (self.consumer.applier.version or 0) >= min_version:
+            fresh = self.lag_measured_at > start
+            if fresh and self.lag_records == 0 and (self.consumer.applier.version or 0) >= min_version:
                 return True
             self._stop.wait(0.05)
         return False

@@ -8,9 +8,10 @@ import os
 import platform
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
-from streamtrain.kafka_io import KafkaConfig
+from streamtrain.kafka_io import KafkaConfig, TopicsConfig, create_topics
 from streamtrain.local_kafka import LocalKafka, LocalKafkaConfig, free_port
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -30,6 +31,13 @@ def kafka_for_bench(bootstrap: str | None):
             yield KafkaConfig(bootstrap=broker.config.bootstrap)
         finally:
             broker.stop()
+
+
+def fresh_topics(kafka: KafkaConfig, stem: str) -> TopicsConfig:
+    """Every system topic under names unique to this run, created."""
+    topics = TopicsConfig().suffixed(f"{stem}-{uuid.uuid4().hex[:6]}")
+    create_topics(kafka, topics)
+    return topics
 
 
 def write_result(name: str, result: dict) -> Path:

@@ -71,9 +71,7 @@ def run(kafka: KafkaConfig, n: int) -> dict:
     mb = sum(map(len, payloads)) / 1e6
     suffix = uuid.uuid4().hex[:6]
     raw_topic, codec_topic = f"bench-raw-{suffix}", f"bench-codec-{suffix}"
-    topics = TopicsConfig(**{f: f"{f}.bench" for f in ("impressions", "actions", "samples", "features",
-                                                       "model_deltas", "model_dense", "dead_letter",
-                                                    "impressions_enriched", "actions_deduped")})
+    topics = TopicsConfig().suffixed(f"bench-{suffix}")
     create_topics(kafka, topics, extra=[raw_topic, codec_topic])
     # baseline: the same bytes, no codec
     raw_prod = produce(kafka, raw_topic, payloads)

@@ -29,7 +29,7 @@ import urllib.request
 
 import numpy as np
 
-from bench.sync_common import broker, fresh_topics, write_result
+from bench.common import fresh_topics, kafka_for_bench, write_result
 from streamtrain.local_kafka import free_port
 from sync.config import PublisherConfig
 from sync.publisher import ModelPublisher
@@ -139,7 +139,7 @@ def main() -> None:
     ap.add_argument("--bootstrap", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    with broker(args.bootstrap) as kafka:
+    with kafka_for_bench(args.bootstrap) as kafka:
         r = run(args.interval, args.duration, args.rate, args.batch, kafka)
     print(f"sparse_interval {r['sparse_interval_s']:g}s over {r['duration_s']:g}s, "
           f"{r['samples']} actions, {r['pushes']} pushes: freshness p50 {r['freshness_p50_s']:.2f}s "

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from bench.sync_common import broker, fresh_topics, write_result
+from bench.common import fresh_topics, kafka_for_bench, write_result
 from sync.config import ConsumerConfig, PublisherConfig
 from sync.consumer import DeltaConsumer
 from sync.publisher import ModelPublisher
@@ -74,7 +74,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     rows = Rows(args.rows, args.dim)
     out = []
-    with broker(args.bootstrap) as kafka, tempfile.TemporaryDirectory() as tmp:
+    with kafka_for_bench(args.bootstrap) as kafka, tempfile.TemporaryDirectory() as tmp:
         for dtype in ("fp32", "fp16"):
             r = one(kafka, rows, dtype, tmp, not args.no_check_crcs)
             out.append(r)

@@ -31,25 +31,27 @@ def _time_reason(event_time_ms: int, now_ms: int, limits: ValidationLimits) -> s
     return None
 
 
-def validate_impression(rec: Impression, now_ms: int, limits: ValidationLimits) -> str | None:
+def _ids_reason(rec: Impression | Action) -> str | None:
     if not rec.request_id:
         return "missing request_id"
     if rec.user_id <= 0:
         return f"missing user_id (user_id={rec.user_id})"
     if rec.item_id <= 0:
         return f"missing item_id (item_id={rec.item_id})"
+    return None
+
+
+def validate_impression(rec: Impression, now_ms: int, limits: ValidationLimits) -> str | None:
+    if reason := _ids_reason(rec):
+        return reason
     if len(rec.slots) != len(rec.ids):
         return f"slots/ids length mismatch ({len(rec.slots)} != {len(rec.ids)})"
     return _time_reason(rec.event_time_ms, now_ms, limits)
 
 
 def validate_action(rec: Action, now_ms: int, limits: ValidationLimits) -> str | None:
-    if not rec.request_id:
-        return "missing request_id"
-    if rec.user_id <= 0:
-        return f"missing user_id (user_id={rec.user_id})"
-    if rec.item_id <= 0:
-        return f"missing item_id (item_id={rec.item_id})"
+    if reason := _ids_reason(rec):
+        return reason
     if not rec.action_type:
         return "missing action_type"
     if limits.action_types is not None and rec.action_type not in limits.action_types:

@@ -8,6 +8,7 @@ producers and consumers with the settings this system relies on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -62,10 +63,15 @@ class TopicsConfig:
         names = self.names()
         check(len(set(names)) == len(names), "topics", names, "distinct topic names")
 
+    NAME_FIELDS = ("impressions", "actions", "samples", "features", "model_deltas", "model_dense",
+                   "dead_letter", "impressions_enriched", "actions_deduped")
+
+    def suffixed(self, suffix: str) -> "TopicsConfig":
+        """The same settings with every topic name suffixed (tests and benchmarks keep apart)."""
+        return dataclasses.replace(self, **{f: f"{getattr(self, f)}.{suffix}" for f in self.NAME_FIELDS})
+
     def names(self) -> list[str]:
-        return [self.impressions, self.actions, self.samples, self.features,
-                self.model_deltas, self.model_dense, self.dead_letter,
-                self.impressions_enriched, self.actions_deduped]
+        return [getattr(self, f) for f in self.NAME_FIELDS]
 
     def specs(self) -> list[tuple[str, int, dict[str, str]]]:
         """(name, partitions, topic configs) for every topic."""

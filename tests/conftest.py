@@ -36,13 +36,7 @@ def topics(kafka_broker, request) -> TopicsConfig:
     """Every system topic, under names unique to this test (no cross-test interference)."""
     stem = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name)[:40]
     suffix = f"{stem}-{uuid.uuid4().hex[:6]}"
-    cfg = TopicsConfig(
-        impressions=f"impressions.{suffix}", actions=f"actions.{suffix}",
-        samples=f"samples.{suffix}", features=f"features.{suffix}",
-        model_deltas=f"model-deltas.{suffix}", model_dense=f"model-dense.{suffix}",
-        dead_letter=f"dead-letter.{suffix}", impressions_enriched=f"impressions-enriched.{suffix}",
-        actions_deduped=f"actions-deduped.{suffix}",
-    )
+    cfg = TopicsConfig().suffixed(suffix)
     create_topics(kafka_broker, cfg)
     return cfg
 

@@ -37,18 +37,15 @@ def test_local_kafka_cli_start_status_stop(tmp_path, capsys):
 
 @pytest.mark.integration
 def test_topics_create_is_idempotent_with_partitions_and_retention(kafka_broker):
-    cfg = TopicsConfig(**{f: f"{f}.idem" for f in ("impressions", "actions", "samples", "features",
-                                                    "model_deltas", "model_dense", "dead_letter",
-                                                    "impressions_enriched", "actions_deduped")},
-                       partitions=3, retention_hours=2)
+    cfg = TopicsConfig(partitions=3, retention_hours=2).suffixed("idem")
     assert sorted(create_topics(kafka_broker, cfg)) == sorted(cfg.names())
     assert create_topics(kafka_broker, cfg) == []
     admin = admin_client(kafka_broker)
     try:
         meta = {t["name"]: t for t in admin.describe_topics(cfg.names())}
         assert len(meta["impressions.idem"]["partitions"]) == 3
-        assert len(meta["model_deltas.idem"]["partitions"]) == cfg.model_deltas_partitions
-        assert len(meta["model_dense.idem"]["partitions"]) == 1
+        assert len(meta["model-deltas.idem"]["partitions"]) == cfg.model_deltas_partitions
+        assert len(meta["model-dense.idem"]["partitions"]) == 1
         res = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "samples.idem")])
         assert res["topic"]["samples.idem"]["retention.ms"]["value"] == str(2 * 3600 * 1000)
     finally:

@@ -1,0 +1,139 @@
+"""Configs of the trainer, one frozen dataclass per part, loaded once at the edge.
+
+    [embedding]  TableConfig   collisionless table: dim, admission, expiry, sparse optimizer
+    [model]      ModelConfig   slots -> fields, dense width, heads, interaction, MLP
+    [trainer]    TrainerConfig batching, dense optimizer, loss corrections, validation,
+                               checkpoints, bounds (max samples, idle timeout)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamtrain.config import check
+
+INTERACTIONS = ("fm", "dcn")
+SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad")
+NEG_SAMPLING = ("logit", "weight", "none")
+DELAYED_FEEDBACK = ("fn_weighting", "none")
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """One collisionless embedding table (section ``[embedding]``)."""
+
+    dim: int = 16
+    admit_count: int = 1          # an id gets a trainable row once seen this many times
+    admit_prob: float = 1.0       # ... and then with this probability per sighting
+    expiry_ms: int = 0            # event-time TTL since last sighting; 0 = never expire
+    init_std: float = 0.01
+    optimizer: str = "rowwise_adagrad"
+    lr: float = 0.05
+    eps: float = 1e-8
+    initial_accumulator: float = 0.0
+    initial_capacity: int = 1024
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(1 <= self.dim <= 4096, "embedding.dim", self.dim, "1..4096")
+        check(self.admit_count >= 1, "embedding.admit_count", self.admit_count, ">= 1")
+        check(0.0 < self.admit_prob <= 1.0, "embedding.admit_prob", self.admit_prob, "(0, 1]")
+        check(self.expiry_ms >= 0, "embedding.expiry_ms", self.expiry_ms, ">= 0 (0 = never)")
+        check(self.init_std >= 0.0, "embedding.init_std", self.init_std, ">= 0")
+        check(self.optimizer in SPARSE_OPTIMIZERS, "embedding.optimizer", self.optimizer,
+              " | ".join(SPARSE_OPTIMIZERS))
+        check(self.lr > 0.0, "embedding.lr", self.lr, "> 0")
+        check(self.eps > 0.0, "embedding.eps", self.eps, "> 0")
+        check(self.initial_accumulator >= 0.0, "embedding.initial_accumulator",
+              self.initial_accumulator, ">= 0")
+        check(self.initial_capacity >= 2, "embedding.initial_capacity", self.initial_capacity, ">= 2")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The CTR model (section ``[model]``). ``slots`` lists the Sample slot numbers that
+    become fields, in field order; ids of other slots are ignored (and counted)."""
+
+    slots: tuple[int, ...] = tuple(range(26))
+    dim: int = 16
+    dense_dim: int = 0
+    heads: tuple[str, ...] = ("click",)
+    interaction: str = "fm"
+    cross_layers: int = 2
+    hidden: tuple[int, ...] = (256, 128)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(len(self.slots) >= 1, "model.slots", self.slots, "at least one slot")
+        check(len(set(self.slots)) == len(self.slots), "model.slots", self.slots, "distinct slots")
+        check(1 <= self.dim <= 4096, "model.dim", self.dim, "1..4096")
+        check(self.dense_dim >= 0, "model.dense_dim", self.dense_dim, ">= 0")
+        check(len(self.heads) >= 1 and len(set(self.heads)) == len(self.heads), "model.heads",
+              self.heads, "one or more distinct action types")
+        check(self.interaction in INTERACTIONS, "model.interaction", self.interaction,
+              " | ".join(INTERACTIONS))
+        check(0 <= self.cross_layers <= 8, "model.cross_layers", self.cross_layers, "0..8")
+        check(all(h >= 1 for h in self.hidden), "model.hidden", self.hidden, "positive widths")
+
+    def to_dict(self) -> dict:
+        return {"slots": list(self.slots), "dim": self.dim, "dense_dim": self.dense_dim,
+                "heads": list(self.heads), "interaction": self.interaction,
+                "cross_layers": self.cross_layers, "hidden": list(self.hidden), "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        for k in ("slots", "heads", "hidden"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The training loop (section ``[trainer]``)."""
+
+    batch_size: int = 1024
+    max_wait_ms: int = 200          # flush a partial batch after this long without a full one
+    prefetch_batches: int = 4
+    device: str = "auto"            # auto | cpu | cuda
+    dense_lr: float = 1e-3
+    neg_sampling: str = "logit"     # correction for sample_rate < 1
+    delayed_feedback: str = "fn_weighting"
+    stall_negative_weight: float = 0.1
+    expire_every_batches: int = 50
+    window: int = 20000             # progressive-validation sliding window, samples
+    report_every_batches: int = 20
+    metrics_path: str = ""          # JSON lines; "" = none
+    plot_path: str = ""             # PNG written at close; "" = none
+    checkpoint_dir: str = ""        # "" = no checkpoints
+    checkpoint_every_batches: int = 100
+    keep_checkpoints: int = 2
+    max_samples: int = 0            # stop after this many samples; 0 = run forever
+    idle_timeout_s: float = 0.0     # stop after this long without a sample; 0 = never
+    group_id: str = "streamtrain-trainer"
+    model_name: str = "ctr"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(1 <= self.batch_size <= 1 << 20, "trainer.batch_size", self.batch_size, "1..1048576")
+        check(self.max_wait_ms >= 1, "trainer.max_wait_ms", self.max_wait_ms, ">= 1")
+        check(self.prefetch_batches >= 1, "trainer.prefetch_batches", self.prefetch_batches, ">= 1")
+        check(self.device in ("auto", "cpu", "cuda"), "trainer.device", self.device, "auto | cpu | cuda")
+        check(self.dense_lr > 0, "trainer.dense_lr", self.dense_lr, "> 0")
+        check(self.neg_sampling in NEG_SAMPLING, "trainer.neg_sampling", self.neg_sampling,
+              " | ".join(NEG_SAMPLING))
+        check(self.delayed_feedback in DELAYED_FEEDBACK, "trainer.delayed_feedback",
+              self.delayed_feedback, " | ".join(DELAYED_FEEDBACK))
+        check(0.0 <= self.stall_negative_weight <= 1.0, "trainer.stall_negative_weight",
+              self.stall_negative_weight, "0..1")
+        check(self.expire_every_batches >= 1, "trainer.expire_every_batches",
+              self.expire_every_batches, ">= 1")
+        check(self.window >= 100, "trainer.window", self.window, ">= 100")
+        check(self.report_every_batches >= 1, "trainer.report_every_batches",
+              self.report_every_batches, ">= 1")
+        check(self.checkpoint_every_batches >= 1, "trainer.checkpoint_every_batches",
+              self.checkpoint_every_batches, ">= 1")
+        check(self.keep_checkpoints >= 1, "trainer.keep_checkpoints", self.keep_checkpoints, ">= 1")
+        check(self.max_samples >= 0, "trainer.max_samples", self.max_samples, ">= 0 (0 = unbounded)")
+        check(self.idle_timeout_s >= 0, "trainer.idle_timeout_s", self.idle_timeout_s, ">= 0 (0 = never)")

@@ -1,0 +1,108 @@
+"""Against the real broker: bulk decode with dead letters, restart from checkpointed offsets,
+and the ``streamtrain train`` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from schemas import DeadLetter, Sample, codec_for
+from streamtrain.kafka_io import make_producer, read_all
+from trainer import cli
+from trainer.stream import KafkaSampleSource
+from trainer.synthetic import SyntheticStream
+from trainer.trainer import Trainer
+
+from trainer_helpers import SLOTS, small_model, small_table, small_trainer
+
+pytestmark = pytest.mark.integration
+
+
+def produce(kafka, topic, samples, extra=()):
+    codec = codec_for(Sample)
+    producer = make_producer(kafka)
+    for i, s in enumerate(samples):
+        producer.send(topic, codec.encode(s), partition=i % 2)
+    for raw in extra:
+        producer.send(topic, raw, partition=0)
+    producer.flush()
+    producer.close()
+
+
+def test_stream_sends_bad_records_to_dead_letter_and_serves_the_rest(kafka_broker, topics):
+    good = SyntheticStream(num_slots=SLOTS, seed=1).take(300)
+    bad_sample = Sample(request_id="bad", user_id=1, item_id=1, event_time_ms=0, emit_time_ms=0,
+                        slots=[0, 1], ids=[5])
+    produce(kafka_broker, topics.samples, good, extra=[b"\x00garbage", b"", codec_for(Sample).encode(bad_sample)])
+    source = KafkaSampleSource(kafka_broker, topics, small_model(), small_trainer(batch_size=128, max_wait_ms=50))
+    seen, positions = [], {}
+    try:
+        while len(seen) < 300 or sum(positions.values()) < 303:
+            batch = source.next_batch(timeout_s=10)
+            assert batch is not None, f"stream stalled at {len(seen)} samples"
+            seen += batch.request_ids
+            positions.update(batch.positions)
+    finally:
+        source.close()
+    assert sorted(seen) == sorted(s.request_id for s in good)
+    assert positions == {0: 153, 1: 150} and source.dead_letters == 3
+    dead = [codec_for(DeadLetter).decode(r.value) for r in read_all(kafka_broker, topics.dead_letter, expected=3)]
+    reasons = sorted(d.reason.split(":")[0] for d in dead)
+    assert reasons == ["invalid sample", "undecodable", "undecodable"]
+    assert all(d.stage == "trainer" and d.partition == 0 and d.offset >= 150 for d in dead)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_trainer_restart_trains_every_sample_exactly_once(kafka_broker, topics, tmp_path):
+    samples = SyntheticStream(num_slots=SLOTS, seed=2).take(2000)
+    produce(kafka_broker, topics.samples, samples)
+    m = small_model()
+    cfg = small_trainer(batch_size=100, max_wait_ms=50, checkpoint_dir=str(tmp_path),
+                        checkpoint_every_batches=3, max_samples=2000)
+    trained: list[tuple[int, list[str]]] = []
+
+    def crash_at_step_8(batch, trainer):
+        trained.append((trainer.step, batch.request_ids))
+        if trainer.step == 8:
+            raise Crash  # steps 7 and 8 were trained but not checkpointed
+
+    first = Trainer(m, small_table(), cfg)
+    with pytest.raises(Crash):
+        first.run(KafkaSampleSource(kafka_broker, topics, m, cfg), on_batch=crash_at_step_8)
+    kept = [rid for step, ids in trained if step <= 6 for rid in ids]
+
+    second = Trainer(m, small_table(), cfg)
+    assert second.restore_latest() and second.step == 6 and second.samples == len(kept)
+    assert sum(second.positions.values()) == len(kept)  # offsets of exactly what was trained
+    after: list[str] = []
+    second.run(KafkaSampleSource(kafka_broker, topics, m, cfg, start=second.positions),
+               on_batch=lambda b, t: after.extend(b.request_ids))
+    everything = kept + after
+    assert len(everything) == len(set(everything)) == 2000  # none twice, none skipped
+    assert second.samples == 2000 and sum(second.positions.values()) == 2000
+
+
+def test_train_command_runs_bounded_and_writes_metrics_and_plot(kafka_broker, topics, tmp_path, capsys):
+    produce(kafka_broker, topics.samples, SyntheticStream(num_slots=SLOTS, seed=3).take(600))
+    sets = [f"kafka.bootstrap={kafka_broker.bootstrap}", f"topics.samples={topics.samples}",
+            f"topics.dead_letter={topics.dead_letter}", "model.slots=0,1,2,3,4,5", "model.dim=8",
+            "embedding.dim=8", "model.hidden=32", "trainer.report_every_batches=2"]
+    argv = ["--max-samples", "600", "--idle-timeout", "20", "--batch-size", "100", "--device", "cpu",
+            "--checkpoint-dir", str(tmp_path / "ckpt"), "--metrics", str(tmp_path / "m.jsonl"),
+            "--plot", str(tmp_path / "auc.png")]
+    for s in sets:
+        argv += ["--set", s]
+    assert cli.main(argv) == 0
+    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert final["samples"] == 600 and final["dead_letters"] == 0 and "click" in final
+    assert len((tmp_path / "m.jsonl").read_text().splitlines()) >= 3
+    assert (tmp_path / "auc.png").stat().st_size > 0 and list((tmp_path / "ckpt").glob("ckpt-*.pt"))
+    # a second run resumes at the end of the stream and stops when idle, training nothing twice
+    argv[argv.index("--idle-timeout") + 1] = "1"
+    argv[argv.index("--max-samples") + 1] = "0"
+    assert cli.main(argv) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["samples"] == 600

@@ -1,0 +1,122 @@
+"""Trainer throughput: the training step (samples/s) at batch 512..8192 with 26 slots and
+dim 16 on a generator-like stream; bytes of memory per live id; end to end from Kafka
+(produce, consume, decode on the prefetch thread, train).
+
+    .venv/bin/python -m bench.trainer_bench [--device cpu|cuda] [--seconds 6] [--kafka-samples 40000]
+        [--skip-kafka] [--bootstrap host:port]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import numpy as np
+import torch
+
+from bench.common import fresh_topics, kafka_for_bench, write_result
+from schemas import Sample, codec_for
+from streamtrain.kafka_io import make_producer
+from trainer.batch import BatchBuilder
+from trainer.config import ModelConfig, TableConfig, TrainerConfig
+from trainer.embedding import make_table
+from trainer.stream import KafkaSampleSource
+from trainer.synthetic import SyntheticStream
+from trainer.trainer import Trainer
+
+MODEL = ModelConfig(slots=tuple(range(26)), dim=16, hidden=(256, 128))
+TABLE = TableConfig(dim=16, initial_capacity=1 << 16)
+
+
+def step_rate(device: str, batch_size: int, seconds: float, users: int) -> dict:
+    trainer = Trainer(MODEL, TABLE, TrainerConfig(batch_size=batch_size, device=device, window=20000))
+    gen = SyntheticStream(num_slots=26, users=users, items=users // 2, vocab=5000, seed=1)
+    builder = BatchBuilder(MODEL)
+    batches = [builder.build(gen.take(batch_size)) for _ in range(max(4, 60000 // batch_size))]
+    for b in batches[:2]:  # warm-up
+        trainer.train_batch(b)
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    sync()
+    n, t0 = 0, time.perf_counter()
+    i = 2
+    while time.perf_counter() - t0 < seconds:
+        trainer.train_batch(batches[i % len(batches)])
+        n += batch_size
+        i += 1
+    sync()
+    dt = time.perf_counter() - t0
+    return {"batch_size": batch_size, "samples_per_s": round(n / dt), "steps": i - 2,
+            "ms_per_step": round(1000 * dt / (i - 2), 2), "live_ids": trainer.table.num_live}
+
+
+def bytes_per_id(device: str, n_ids: int) -> dict:
+    table = make_table("emb", TableConfig(dim=16), torch.device(device))
+    rng = np.random.default_rng(0)
+    ids = rng.choice(2**62, n_ids, replace=False).astype(np.int64)
+    for chunk in np.array_split(ids, 20):
+        table.rows_for(chunk, now_ms=0, train=True)
+    total = table.memory_bytes()
+    per_row_payload = 16 * 4 + table.accum[0].nbytes
+    return {"live_ids": table.num_live, "bytes_total": total,
+            "bytes_per_live_id": round(total / table.num_live, 1),
+            "bytes_per_live_id_payload": per_row_payload,
+            "note": "total includes spare capacity of the doubling arrays and the hash index"}
+
+
+def kafka_end_to_end(bootstrap: str | None, n: int, batch_size: int, device: str) -> dict:
+    samples = SyntheticStream(num_slots=26, users=20000, items=10000, vocab=5000, seed=2).take(n)
+    codec = codec_for(Sample)
+    with kafka_for_bench(bootstrap) as kafka:
+        topics = fresh_topics(kafka, "bench-trainer")
+        producer = make_producer(kafka)
+        t0 = time.perf_counter()
+        for i, s in enumerate(samples):
+            producer.send(topics.samples, codec.encode(s), partition=i % topics.partitions)
+        producer.flush()
+        producer.close()
+        produce_s = time.perf_counter() - t0
+        cfg = TrainerConfig(batch_size=batch_size, device=device, max_samples=n, report_every_batches=10)
+        trainer = Trainer(MODEL, TABLE, cfg)
+        t0 = time.perf_counter()
+        trainer.run(KafkaSampleSource(kafka, topics, MODEL, cfg))
+        train_s = time.perf_counter() - t0
+    return {"samples": trainer.samples, "batch_size": batch_size, "produce_per_s": round(n / produce_s),
+            "consume_decode_train_per_s": round(trainer.samples / train_s)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--batches", default="512,1024,2048,4096,8192")
+    p.add_argument("--users", type=int, default=20000)
+    p.add_argument("--ids", type=int, default=1_000_000)
+    p.add_argument("--kafka-samples", type=int, default=40000)
+    p.add_argument("--skip-kafka", action="store_true")
+    p.add_argument("--bootstrap", default=None)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    result: dict = {"device": args.device, "torch_threads": torch.get_num_threads(),
+                    "model": MODEL.to_dict(), "step": []}
+    if args.device == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(0)
+    for bs in (int(x) for x in args.batches.split(",")):
+        r = step_rate(args.device, bs, args.seconds, args.users)
+        result["step"].append(r)
+        print(f"train step  device={args.device} batch={bs:5d}  {r['samples_per_s']:>9,} samples/s  "
+              f"{r['ms_per_step']:.1f} ms/step")
+    result["memory"] = bytes_per_id(args.device, args.ids)
+    print(f"memory      {result['memory']['live_ids']:,} live ids  "
+          f"{result['memory']['bytes_per_live_id']} bytes/live id (payload {result['memory']['bytes_per_live_id_payload']})")
+    if not args.skip_kafka:
+        result["kafka"] = kafka_end_to_end(args.bootstrap, args.kafka_samples, 1024, args.device)
+        print(f"kafka e2e   {result['kafka']['samples']:,} samples  "
+              f"{result['kafka']['consume_decode_train_per_s']:,} samples/s (consume+decode+train)")
+    path = write_result(f"trainer_bench_{args.device}", result)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

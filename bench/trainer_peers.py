@@ -115,11 +115,14 @@ def compare(name: str, samples: list[Sample], model: ModelConfig, river_max: int
         out[label] = run_trainer(samples, model, table_cfg, HashedEmbeddingTable("emb", table_cfg, size))
         out[label]["rows"] = size
     out["river_logreg_hashed"] = run_river(samples, river_max)
-    for peer in ("collisionless", "hashed_same_memory", "hashed_quarter_memory", "river_logreg_hashed"):
+    n = out["river_logreg_hashed"]["samples"]
+    out[f"collisionless_first_{n}"] = run_trainer(samples[:n], model, table_cfg)  # River's span
+    for peer in ("collisionless", "hashed_same_memory", "hashed_quarter_memory", "river_logreg_hashed",
+                 f"collisionless_first_{n}"):
         r = out[peer]
-        print(f"{name:12s} {peer:24s} AUC cum={r['auc_cumulative']:.4f}  {r['samples_per_s']:>8,} samples/s"
+        print(f"{name:12s} {peer:28s} AUC cum={r['auc_cumulative']:.4f}  {r['samples_per_s']:>8,} samples/s"
               + (f"  rows={r['rows']:,}" if "rows" in r else "")
-              + (f"  live_ids={r['live_ids']:,} bytes={r['table_bytes']:,}" if peer == "collisionless" else ""))
+              + (f"  live_ids={r['live_ids']:,} bytes={r['table_bytes']:,}" if peer.startswith("collisionless") else ""))
     return out
 
 

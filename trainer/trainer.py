@@ -184,8 +184,10 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------
     def run(self, source: BatchSource, on_batch: Callable[[Batch, "Trainer"], None] | None = None) -> dict:
-        """Train until max_samples, idle_timeout_s, or the source ends (None forever
-        with idle_timeout_s=0 means: keep waiting). Checkpoints on the cadence and at the end."""
+        """Train until ``max_samples`` (checked at batch boundaries), ``idle_timeout_s``
+        without a batch, or the end of a finite source; with neither bound set, forever.
+        Checkpoints every ``checkpoint_every_batches`` and at a clean stop (not on an
+        exception: a crash resumes from the last checkpoint). Returns the final report."""
         cfg = self.cfg
         started, idle_since, trained_here = time.monotonic(), time.monotonic(), 0
         try:

@@ -28,7 +28,7 @@ from trainer.stream import KafkaSampleSource
 from trainer.synthetic import SyntheticStream
 from trainer.trainer import Trainer
 
-MODEL = ModelConfig(slots=tuple(range(26)), dim=16, hidden=(256, 128))
+MODEL = ModelConfig(slots=tuple(range(26)), dim=16, dense_dim=0, heads=("click",), hidden=(256, 128))
 TABLE = TableConfig(dim=16, initial_capacity=1 << 16)
 
 
@@ -64,7 +64,16 @@ def bytes_per_id(device: str, n_ids: int) -> dict:
         table.rows_for(chunk, now_ms=0, train=True)
     total = table.memory_bytes()
     per_row_payload = 16 * 4 + table.accum[0].nbytes
-    return {"live_ids": table.num_live, "bytes_total": total,
+    queries = ids[rng.integers(0, n_ids, 200_000)]
+    t0 = time.perf_counter()
+    for _ in range(5):
+        table.rows_for(queries)  # read path: hash lookup + row handles
+    lookup = 5 * len(queries) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for k in range(5):
+        table.rows_for(queries, now_ms=k, train=True)  # count, stamp, admission check
+    train_lookup = 5 * len(queries) / (time.perf_counter() - t0)
+    return {"id_lookups_per_s": round(lookup), "id_train_lookups_per_s": round(train_lookup),"live_ids": table.num_live, "bytes_total": total,
             "bytes_per_live_id": round(total / table.num_live, 1),
             "bytes_per_live_id_payload": per_row_payload,
             "note": "total includes spare capacity of the doubling arrays and the hash index"}
@@ -119,6 +128,8 @@ def main() -> None:
     result["memory"] = bytes_per_id(args.device, args.ids)
     print(f"memory      {result['memory']['live_ids']:,} live ids  "
           f"{result['memory']['bytes_per_live_id']} bytes/live id (payload {result['memory']['bytes_per_live_id_payload']})")
+    print(f"id -> row   {result['memory']['id_lookups_per_s']:,} lookups/s, "
+          f"{result['memory']['id_train_lookups_per_s']:,} training lookups/s (1M live ids)")
     if not args.skip_kafka:
         result["kafka"] = kafka_end_to_end(args.bootstrap, args.kafka_samples, 1024, args.device)
         print(f"kafka e2e   {result['kafka']['samples']:,} samples  "

@@ -136,12 +136,13 @@ def main() -> None:
     result = {"torch_threads": 1}
     if SHARED_DATA_DIR.is_dir():
         td = talkingdata()
-        result["talkingdata"] = compare("talkingdata", td, ModelConfig(slots=tuple(range(9)), dim=16,
+        result["talkingdata"] = compare("talkingdata", td, ModelConfig(slots=tuple(range(9)), dim=16, dense_dim=0,
                                         heads=("conversion",), hidden=(64, 32)), args.river_max)
     else:
         print(f"skipping TalkingData: {SHARED_DATA_DIR} not found")
     syn = SyntheticStream(num_slots=26, users=5000, items=2000, vocab=2000, seed=7).take(args.synthetic)
-    result["synthetic"] = compare("synthetic", syn, ModelConfig(dim=16, hidden=(256, 128)), args.river_max)
+    result["synthetic"] = compare("synthetic", syn, ModelConfig(slots=tuple(range(26)), dim=16, dense_dim=0,
+                                                               heads=("click",), hidden=(256, 128)), args.river_max)
     print(f"wrote {write_result('trainer_peers', result)}")
 
 

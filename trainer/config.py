@@ -52,12 +52,14 @@ class TableConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """The CTR model (section ``[model]``). ``slots`` lists the Sample slot numbers that
-    become fields, in field order; ids of other slots are ignored (and counted)."""
+    become fields, in field order; ids of other slots are ignored (and counted). The
+    defaults fit the traffic generator's samples (8 slots, 3 dense values, 3 action types);
+    a sample whose dense width differs goes to the dead-letter topic."""
 
-    slots: tuple[int, ...] = tuple(range(26))
+    slots: tuple[int, ...] = tuple(range(8))
     dim: int = 16
-    dense_dim: int = 0
-    heads: tuple[str, ...] = ("click",)
+    dense_dim: int = 3
+    heads: tuple[str, ...] = ("click", "like", "conversion")
     interaction: str = "fm"
     cross_layers: int = 2
     hidden: tuple[int, ...] = (256, 128)

@@ -7,7 +7,7 @@ from trainer_helpers import sample
 
 
 def test_batch_layout_groups_ids_per_sample_with_fields():
-    builder = BatchBuilder(ModelConfig(slots=(5, 3), heads=("click", "like")))
+    builder = BatchBuilder(ModelConfig(slots=(5, 3), heads=("click", "like"), dense_dim=0))
     batch = builder.build([
         sample(0, ids=(10, 11, 12), slots=(3, 5, 3), labels=("like",)),
         sample(1, ids=(), slots=()),
@@ -36,4 +36,5 @@ def test_batch_problem_names_what_is_wrong():
 
 def test_batch_empty_has_consistent_shapes():
     batch = BatchBuilder(ModelConfig(heads=("a", "b"))).build([])
+    assert batch.dense.shape == (0, 3)
     assert len(batch) == 0 and batch.labels.shape == (0, 2) and batch.ids.dtype == np.int64

@@ -89,7 +89,7 @@ def test_trainer_restart_trains_every_sample_exactly_once(kafka_broker, topics, 
 def test_train_command_runs_bounded_and_writes_metrics_and_plot(kafka_broker, topics, tmp_path, capsys):
     produce(kafka_broker, topics.samples, SyntheticStream(num_slots=SLOTS, seed=3).take(600))
     sets = [f"kafka.bootstrap={kafka_broker.bootstrap}", f"topics.samples={topics.samples}",
-            f"topics.dead_letter={topics.dead_letter}", "model.slots=0,1,2,3,4,5", "model.dim=8",
+            f"topics.dead_letter={topics.dead_letter}", "model.slots=0,1,2,3,4,5", "model.dim=8", "model.dense_dim=0", "model.heads=click",
             "embedding.dim=8", "model.hidden=32", "trainer.report_every_batches=2"]
     argv = ["--max-samples", "600", "--idle-timeout", "20", "--batch-size", "100", "--device", "cpu",
             "--checkpoint-dir", str(tmp_path / "ckpt"), "--metrics", str(tmp_path / "m.jsonl"),

@@ -16,7 +16,7 @@ HEADS = ("click", "conversion")
 
 
 def build(samples):
-    return BatchBuilder(ModelConfig(slots=(0, 1), heads=HEADS)).build(samples)
+    return BatchBuilder(ModelConfig(slots=(0, 1), heads=HEADS, dense_dim=0)).build(samples)
 
 
 def test_weighting_negatives_get_inverse_sample_rate():
@@ -41,7 +41,7 @@ def test_weighting_stall_negatives_are_down_weighted():
 
 def test_weighting_fake_negative_matches_paper_when_every_positive_is_late():
     w = LossWeighting(small_trainer(), 1)
-    one_head = BatchBuilder(ModelConfig(slots=(0, 1), heads=("click",)))
+    one_head = BatchBuilder(ModelConfig(slots=(0, 1), heads=("click",), dense_dim=0))
     w.observe(one_head.build([sample(0, labels=("click",), flags=FLAG_LATE_CORRECTION)]))
     assert w.rho[0] == 1.0
     p = torch.tensor([[0.2], [0.2]])

@@ -9,7 +9,8 @@ SLOTS = 6
 
 
 def small_model(**kw) -> ModelConfig:
-    return ModelConfig(**({"slots": tuple(range(SLOTS)), "dim": 8, "hidden": (32,)} | kw))
+    return ModelConfig(**({"slots": tuple(range(SLOTS)), "dim": 8, "hidden": (32,), "dense_dim": 0,
+                           "heads": ("click",)} | kw))
 
 
 def small_table(**kw) -> TableConfig:

@@ -27,7 +27,7 @@ from pyflink.datastream.state import MapStateDescriptor
 from schemas import Action, DeadLetter, Impression, Sample, codec_for
 from streaming.flink_env import dead_letter_tag
 from streaming.joiner.config import JoinerConfig
-from streaming.joiner.core import JoinCore
+from streaming.joiner.core import END_OF_TIME, JoinCore
 from streaming.joiner.kv_fallback import KvFallback
 from streaming.joiner.metrics import JoinerMetrics
 from streaming.joiner.stall_detector import StallDetector
@@ -35,6 +35,7 @@ from streaming.record_gate import RecordGate
 
 log = logging.getLogger(__name__)
 HEADER_LEN = 10
+MAX_TIMESTAMP = (1 << 63) - 1  # Flink's Long.MAX_VALUE watermark
 
 
 def _varint_end(data: bytes, pos: int) -> int:
@@ -71,6 +72,17 @@ def join_bucket(raw: bytes, buckets: int) -> int:
         return 0
 
 
+def subtask_of(runtime_context) -> tuple[int, int]:
+    """(index, parallelism) of this subtask. PyFlink 2.2's thread-mode runtime context calls
+    RuntimeContext.getIndexOfThisSubtask(), which Flink 2.x moved to getTaskInfo()."""
+    try:
+        return (runtime_context.get_index_of_this_subtask(),
+                runtime_context.get_number_of_parallel_subtasks())
+    except Exception:  # pemja.PythonException / AttributeError in thread mode
+        info = runtime_context._runtime_context.getTaskInfo()
+        return info.getIndexOfThisSubtask(), info.getNumberOfParallelSubtasks()
+
+
 class JoinFunction(KeyedCoProcessFunction):
     """Input 1: impression bytes, input 2: action bytes (keyed by bucket). Main output:
     Sample bytes; side output ``dead-letter``: DeadLetter bytes."""
@@ -87,8 +99,9 @@ class JoinFunction(KeyedCoProcessFunction):
         self.log_interval_s = log_interval_s
 
     def open(self, runtime_context) -> None:
-        self.subtask = runtime_context.get_index_of_this_subtask()
-        parallelism = runtime_context.get_number_of_parallel_subtasks()
+        self.cores: dict[int, JoinCore] = {}
+        self.kv = None
+        self.subtask, parallelism = subtask_of(runtime_context)
         cfg = self.cfg
         # the memory bound is for the whole job: share it among the buckets of one subtask
         per_bucket = max(1, self.buckets // parallelism)
@@ -98,9 +111,8 @@ class JoinFunction(KeyedCoProcessFunction):
         self.kv = KvFallback(Path(self.kv_dir) / f"subtask-{self.subtask}", cfg.kv_ttl_ms)
         self.metrics = JoinerMetrics()
         self.stall = StallDetector(cfg.stall_after_ms, cfg.stall_min_impressions)
-        self.cores: dict[int, JoinCore] = {}
         self.journal_state = runtime_context.get_map_state(
-            MapStateDescriptor("joiner-journal", Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())))
+            MapStateDescriptor("joiner-journal", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.imp_gate = RecordGate(Impression, "joiner", self.impressions_topic)
         self.act_gate = RecordGate(Action, "joiner", self.actions_topic)
         self.sample_codec = codec_for(Sample)
@@ -120,10 +132,13 @@ class JoinFunction(KeyedCoProcessFunction):
         group.gauge("label_wait_p99_ms", lambda: m.label_wait_percentile(99))
 
     def close(self) -> None:
+        if getattr(self, "kv", None) is None:
+            return  # open() did not get that far
         log.info("joiner close subtask=%d %s", self.subtask, self.metrics.log_line())
         for core in self.cores.values():
             core.close()
         self.kv.close()
+        self.kv = None
 
     # ---- Flink callbacks -----------------------------------------------------------------
 
@@ -174,11 +189,12 @@ class JoinFunction(KeyedCoProcessFunction):
 
     def _schedule(self, core: JoinCore, ctx, now: int) -> None:
         deadline = core.next_deadline()
-        if deadline is None:
-            return
+        if deadline is None or now >= END_OF_TIME:
+            return  # nothing waits, or the input ended (everything closed)
         tick = self.timer_tick_ms
-        at = max(deadline, now + 1)
-        ctx.timer_service().register_event_time_timer(-(-at // tick) * tick)
+        at = -(-max(deadline, now + 1) // tick) * tick
+        if at < MAX_TIMESTAMP:
+            ctx.timer_service().register_event_time_timer(at)
 
     def _emit(self, outputs):
         for out in outputs:

@@ -4,7 +4,7 @@ quarter of it, and River's LogisticRegression on hashed one-hot features. Progre
 (score before learn) and samples/s for each, on TalkingData (../shared/data, click-time
 order, label = app install) and on the generator-like synthetic stream.
 
-    .venv/bin/python -m bench.trainer_peers [--synthetic 60000] [--river-max 30000]
+    .venv/bin/python -m bench.trainer_peers [--synthetic 60000] [--river-max 20000]
 """
 
 from __future__ import annotations
@@ -89,11 +89,12 @@ def run_river(samples, limit: int, bits: int = 20) -> dict:
     from river import linear_model, optim
 
     model = linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
-    mask = (1 << bits) - 1
+    shift = np.uint64(64 - bits)
     preds, labels = [], []
     t0 = time.perf_counter()
     for s in samples[:limit]:
-        x = {i & mask: 1.0 for i in s.ids}  # hashed one-hot
+        hashed = (np.asarray(s.ids, np.int64).view(np.uint64) * GOLDEN) >> shift
+        x = dict.fromkeys(hashed.tolist(), 1.0)  # one-hot over 2^bits hashed buckets
         preds.append(model.predict_proba_one(x)[True])
         y = bool(s.label_types)
         labels.append(y)
@@ -129,7 +130,7 @@ def compare(name: str, samples: list[Sample], model: ModelConfig, river_max: int
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--synthetic", type=int, default=60000)
-    p.add_argument("--river-max", type=int, default=30000)
+    p.add_argument("--river-max", type=int, default=20000)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)  # per-core figures for every peer (River is single-threaded)

@@ -222,6 +222,8 @@ class Trainer:
                                     watermark_ms=int(self.watermark_ms), samples_per_s=round(rate, 1),
                                     live_ids=self.table.num_live)
         self.writer.write(rep)
+        if len(self.validator.history) % 10 == 0:  # keep the plot fresh on long runs
+            self.writer.plot(self.validator.history, self.model_cfg.heads)
         aucs = " ".join(f"auc_{h}={_fmt(rep[h]['window']['auc'])}" for h in self.model_cfg.heads)
         log.info("step=%d samples=%d samples_per_s=%.0f live_ids=%d %s", self.step, self.samples,
                  rate, self.table.num_live, aucs)

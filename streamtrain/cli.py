@@ -6,6 +6,7 @@
     streamtrain generate ...                 synthetic traffic to impressions/actions
     streamtrain replay ...                   a real CSV log to impressions/actions
     streamtrain passthrough ...              the template Flink job (decode -> encode)
+    streamtrain features ...                 dedup + realtime features (Flink job)
     streamtrain train ...                    the incremental trainer
     streamtrain demo                         the whole thing, bounded, on local defaults
 
@@ -28,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("traffic.cli", "replay_main"),
     "passthrough": ("streaming.passthrough_job", "main"),
     "join": ("streaming.joiner.job", "main"),
+    "features": ("streaming.features.job", "main"),
     "train": ("trainer.cli", "main"),
     "serve": ("sync.cli", "main"),
     "demo": ("streamtrain.demo", "main"),

@@ -16,6 +16,9 @@ import logging
 
 from streamtrain import cli_common
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig
+from sync.config import PublisherConfig
+from sync.errors import SyncError
+from sync.publisher import ModelPublisher
 from trainer.config import ModelConfig, TableConfig, TrainerConfig
 from trainer.errors import TrainerError
 from trainer.stream import KafkaSampleSource
@@ -30,11 +33,23 @@ FLAGS = {  # --flag -> trainer config field
 
 
 def run(kafka: KafkaConfig, topics: TopicsConfig, model: ModelConfig, table: TableConfig,
-        cfg: TrainerConfig) -> dict:
+        cfg: TrainerConfig, publish: PublisherConfig | None = None) -> dict:
+    """Train from the newest checkpoint on; with ``publish``, push the model to serving as it
+    trains (sparse deltas every ``sync.sparse_interval_s``, dense + dump every
+    ``sync.dense_interval_s`` and at start) and once more when training stops."""
     trainer = Trainer(model, table, cfg)
     trainer.restore_latest()
     source = KafkaSampleSource(kafka, topics, model, cfg, start=trainer.positions)
-    final = trainer.run(source)
+    if publish is None:
+        final = trainer.run(source)
+    else:
+        publisher = ModelPublisher(publish, kafka, topics, trainer)
+        try:
+            final = trainer.run(source, on_batch=publisher.on_batch, on_idle=lambda _: publisher.tick())
+            publisher.push_sparse()  # the rows of the last steps, not left waiting for a tick
+            final["model_version"] = publisher.version
+        finally:
+            publisher.close()
     final["dead_letters"] = source.dead_letters
     return final
 
@@ -48,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", default=None, help="progressive validation plot (PNG)")
     p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--no-publish", action="store_true",
+                   help="do not push the model to model-deltas/model-dense ([sync] settings)")
     args = p.parse_args(argv)
     try:
         cfg = cli_common.load(args, TrainerConfig, "trainer")
@@ -55,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, **changes)
         final = run(cli_common.load(args, KafkaConfig, "kafka"), cli_common.load(args, TopicsConfig, "topics"),
                     cli_common.load(args, ModelConfig, "model"), cli_common.load(args, TableConfig, "embedding"),
-                    cfg)
-    except (TrainerError, ValueError) as exc:
+                    cfg, None if args.no_publish else cli_common.load(args, PublisherConfig, "sync"))
+    except (TrainerError, SyncError, ValueError) as exc:
         log.error("train failed: %s", exc)
         return 1
     print(json.dumps(final))

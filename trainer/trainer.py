@@ -183,9 +183,12 @@ class Trainer:
         return True
 
     # -- the loop --------------------------------------------------------------------
-    def run(self, source: BatchSource, on_batch: Callable[[Batch, "Trainer"], None] | None = None) -> dict:
+    def run(self, source: BatchSource, on_batch: Callable[[Batch, "Trainer"], None] | None = None,
+            on_idle: Callable[["Trainer"], None] | None = None) -> dict:
         """Train until ``max_samples`` (checked at batch boundaries), ``idle_timeout_s``
         without a batch, or the end of a finite source; with neither bound set, forever.
+        ``on_batch`` runs after every step, ``on_idle`` whenever a wait for a batch came back
+        empty (so a publisher can still push on time when the stream is slow).
         Checkpoints every ``checkpoint_every_batches`` and at a clean stop (not on an
         exception: a crash resumes from the last checkpoint). Returns the final report."""
         cfg = self.cfg
@@ -194,6 +197,8 @@ class Trainer:
             while not (cfg.max_samples and self.samples >= cfg.max_samples):
                 batch = source.next_batch(timeout_s=0.5)
                 if batch is None:
+                    if on_idle is not None:
+                        on_idle(self)
                     if getattr(source, "exhausted", False):
                         break
                     if cfg.idle_timeout_s and time.monotonic() - idle_since >= cfg.idle_timeout_s:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from schemas import DeadLetter, Sample, codec_for
+from schemas import DeadLetter, Sample, SparseDelta, codec_for
 from streamtrain.kafka_io import make_producer, read_all
 from trainer import cli
 from trainer.stream import KafkaSampleSource
@@ -90,7 +90,9 @@ def test_train_command_runs_bounded_and_writes_metrics_and_plot(kafka_broker, to
     produce(kafka_broker, topics.samples, SyntheticStream(num_slots=SLOTS, seed=3).take(600))
     sets = [f"kafka.bootstrap={kafka_broker.bootstrap}", f"topics.samples={topics.samples}",
             f"topics.dead_letter={topics.dead_letter}", "model.slots=0,1,2,3,4,5", "model.dim=8", "model.dense_dim=0", "model.heads=click",
-            "embedding.dim=8", "model.hidden=32", "trainer.report_every_batches=2"]
+            "embedding.dim=8", "model.hidden=32", "trainer.report_every_batches=2",
+            f"topics.model_deltas={topics.model_deltas}", f"topics.model_dense={topics.model_dense}",
+            f"sync.dump_dir={tmp_path / 'dumps'}"]
     argv = ["--max-samples", "600", "--idle-timeout", "20", "--batch-size", "100", "--device", "cpu",
             "--checkpoint-dir", str(tmp_path / "ckpt"), "--metrics", str(tmp_path / "m.jsonl"),
             "--plot", str(tmp_path / "auc.png")]
@@ -101,6 +103,11 @@ def test_train_command_runs_bounded_and_writes_metrics_and_plot(kafka_broker, to
     assert final["samples"] == 600 and final["dead_letters"] == 0 and "click" in final
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) >= 3
     assert (tmp_path / "auc.png").stat().st_size > 0 and list((tmp_path / "ckpt").glob("ckpt-*.pt"))
+    # the model went to serving: a dump at start, deltas up to the final push after the last step
+    assert final["model_version"] >= 2 and list((tmp_path / "dumps").rglob("COMPLETE"))
+    deltas = [codec_for(SparseDelta).decode(r.value) for r in read_all(kafka_broker, topics.model_deltas)]
+    assert max(d.version for d in deltas) == final["model_version"]
+    assert sum(len(d.ids) for d in deltas) > 0
     # a second run resumes at the end of the stream and stops when idle, training nothing twice
     argv[argv.index("--idle-timeout") + 1] = "1"
     argv[argv.index("--max-samples") + 1] = "0"

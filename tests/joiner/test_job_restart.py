@@ -1,0 +1,129 @@
+"""No loss across a restart: the joiner job, fed by the generator, is killed (SIGKILL, no
+goodbye) mid-stream, then started again from its newest retained checkpoint (both runs
+unbounded, as in production). With
+``delivery=exactly_once`` every impression yields exactly one final sample and every
+distinct label comes out exactly once; actions later than the window that arrive after
+their impression left it are served from the KV fallback."""
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+
+from schemas import FLAG_LATE_CORRECTION, Action, Impression, Sample, codec_for
+from streaming.joiner.job import latest_checkpoint
+from streamtrain.paths import REPO_ROOT
+from tests.joiner.jobs import join_command, keep_forever, read_topic
+from traffic.generator import Event, GeneratorConfig, TrafficGenerator
+from traffic.producer import produce
+
+pytestmark = pytest.mark.integration
+WINDOW_MS = 60_000
+
+
+def _wait_for(what: str, cond, timeout_s: float, proc=None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the job exited (rc={proc.returncode}) before {what}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def _start(cmd):
+    return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _kill(proc) -> None:
+    """SIGKILL the job's whole process group (the client and its JVM): a crash, no goodbye."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+def _flush(t_ms: int):
+    imp = Impression("flush", 1, 1, t_ms, [], [], [])
+    act = Action("flush", 1, 1, "click", t_ms)
+    return [Event("impressions", b"flush", codec_for(Impression).encode(imp), t_ms, t_ms),
+            Event("actions", b"flush", codec_for(Action).encode(act), t_ms, t_ms)]
+
+
+def _expected(events):
+    """Impression keys and distinct (key, action type) labels, straight from the generator."""
+    imps, labels = set(), set()
+    for ev in events:
+        if ev.topic == "impressions":
+            rec = codec_for(Impression).decode(ev.value)
+            imps.add((rec.request_id, rec.item_id))
+        else:
+            rec = codec_for(Action).decode(ev.value)
+            labels.add((rec.request_id, rec.item_id, rec.action_type))
+    return imps, {lab for lab in labels if lab[:2] in imps}
+
+
+def test_job_restart_from_checkpoint_loses_nothing_and_duplicates_nothing(kafka_broker, topics,
+                                                                          tmp_path):
+    start = int(time.time() * 1000) - 3 * 3600_000
+    gen = TrafficGenerator(GeneratorConfig(seed=3, duration_s=900, impressions_per_s=8,
+                                           malformed_rate=0.0, start_ms=start, base_ctr=0.2,
+                                           click_delay_median_s=20, conversion_delay_median_s=300))
+    events = list(gen.events())
+    a, b = len(events) * 4 // 10, len(events) * 7 // 10
+    imps, labels = _expected(events)
+    assert len(imps) > 3000 and len(labels) > 500
+    keep_forever(kafka_broker, topics)
+
+    settings = (f"joiner.window_ms={WINDOW_MS}", "joiner.kv_ttl_ms=86400000",
+                "joiner.stall_policy=off", "joiner_job.delivery=exactly_once",
+                "flink.checkpoint_interval_ms=2000")
+    committed = lambda: len(read_topic(kafka_broker, topics.samples, committed=True,  # noqa: E731
+                                       timeout_s=10))
+    produce(events[:a], kafka_broker, topics)
+    first = _start(join_command(kafka_broker, topics, tmp_path, *settings, bounded=False))
+    try:
+        _wait_for("a checkpoint and committed samples",
+                  lambda: latest_checkpoint(tmp_path / "checkpoints") and committed() > 0, 240, first)
+        seen = committed()
+        produce(events[a:b], kafka_broker, topics)
+        _wait_for("samples of the second part", lambda: committed() > seen, 120, first)
+    finally:
+        _kill(first)
+    # the rest of the stream, then one event far ahead in event time on both topics: the
+    # watermark passes every deadline (idle partitions are skipped), as it would live
+    produce(events[b:] + _flush(start + 4 * 3600_000), kafka_broker, topics)
+    # unbounded again: splits restored from an unbounded run keep no stopping offset
+    second = _start(join_command(kafka_broker, topics, tmp_path, *settings, bounded=False,
+                                 restore="latest"))
+    try:
+        def complete():
+            out = [codec_for(Sample).decode(r.value)
+                   for r in read_topic(kafka_broker, topics.samples, committed=True, timeout_s=20)]
+            got = {(s.request_id, s.item_id, t) for s in out for t in s.label_types}
+            keys = {(s.request_id, s.item_id) for s in out}
+            return imps <= keys and labels <= got
+        _wait_for("every impression and label in the samples", complete, 300, second)
+        last = latest_checkpoint(tmp_path / "checkpoints")
+        _wait_for("one more checkpoint (a duplicate would be committed by then)",
+                  lambda: latest_checkpoint(tmp_path / "checkpoints") != last, 60, second)
+    finally:
+        _kill(second)
+
+    out = [codec_for(Sample).decode(r.value)
+           for r in read_topic(kafka_broker, topics.samples, committed=True, timeout_s=60)]
+    out = [s for s in out if s.request_id != "flush"]
+    finals = Counter((s.request_id, s.item_id) for s in out if not s.flags & FLAG_LATE_CORRECTION)
+    assert set(finals) == imps, "every impression has a final sample"
+    assert max(finals.values()) == 1, "no final sample twice"
+    got = Counter((s.request_id, s.item_id, t) for s in out for t in s.label_types)
+    assert set(got) == labels, "no label lost"
+    assert max(got.values()) == 1, "no label twice"
+    corrections = [s for s in out if s.flags & FLAG_LATE_CORRECTION]
+    from_kv = [s for s in corrections
+               if s.emit_time_ms >= s.event_time_ms + s.label_delays_ms[0]]
+    assert from_kv, "late actions met their impressions in the KV fallback"

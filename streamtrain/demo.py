@@ -17,15 +17,16 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas import DeadLetter, Impression, codec_for
+from schemas import DeadLetter, Impression, Sample, codec_for
 from streamtrain import cli_common
 from streamtrain.config import check
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig, create_topics, read_all
-from streamtrain.local_kafka import LocalKafka, LocalKafkaConfig
+from streamtrain.local_kafka import LocalKafka, LocalKafkaConfig, free_port
 from streamtrain.paths import REPO_ROOT, STATE_DIR
 
 log = logging.getLogger(__name__)
@@ -33,12 +34,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DemoConfig:
-    duration_s: float = 600.0  # event time of generated traffic (generated flat out)
+    duration_s: float = 1800.0  # event time of generated traffic (generated flat out)
     impressions_per_s: float = 20.0  # in event time
     port: int = 9092
     controller_port: int = 9093
     out_dir: str = str(STATE_DIR / "demo")
     keep_broker: bool = False  # leave the broker running after the demo
+    window_ms: int = 300_000  # the joiner's waiting window (event time)
+    users: int = 1000  # a small world, so a short run sees each user and item often enough to learn
+    items: int = 200
 
     def __post_init__(self) -> None:
         check(0 < self.duration_s <= 7 * 86400, "demo.duration_s", self.duration_s, "(0, 604800]")
@@ -54,6 +58,7 @@ class Demo:
         self.kafka = KafkaConfig(bootstrap=self.broker.config.bootstrap)
         self.topics = TopicsConfig()
         self.common = ["--set", f"kafka.bootstrap={self.kafka.bootstrap}"]
+        self.results: dict = {}
 
     def step(self, title: str, *args: str, timeout_s: float = 900) -> None:
         print(f"\n== {title}: streamtrain {' '.join(args)}", flush=True)
@@ -82,12 +87,46 @@ class Demo:
         return 0
 
     def pipeline(self) -> None:
-        cfg = self.cfg
-        self.step("generate traffic", "generate", "--stats", str(self.out / "generated.json"),
+        cfg, out = self.cfg, self.out
+        self.step("generate traffic", "generate", "--stats", str(out / "generated.json"),
                   "--set", f"generator.duration_s={cfg.duration_s}",
-                  "--set", f"generator.impressions_per_s={cfg.impressions_per_s}")
-        self.step("check impressions on Flink (MiniCluster)", "passthrough", "--bounded",
-                  "--set", "flink.checkpoint_interval_ms=0")
+                  "--set", f"generator.impressions_per_s={cfg.impressions_per_s}",
+                  "--set", f"generator.users={cfg.users}", "--set", f"generator.items={cfg.items}")
+        self.step("join impressions with their actions on Flink (MiniCluster)", "join", "--bounded",
+                  "--set", f"joiner.window_ms={cfg.window_ms}",
+                  "--set", f"joiner_job.checkpoint_dir={out / 'joiner-checkpoints'}",
+                  "--set", f"joiner_job.kv_dir={out / 'joiner-kv'}")
+        self.step("train on the samples, publishing to serving", "train",
+                  "--idle-timeout", "10", "--batch-size", "128", "--device", "auto",
+                  "--checkpoint-dir", str(out / "ckpt"), "--metrics", str(out / "metrics.jsonl"),
+                  "--plot", str(out / "auc.png"), "--set", f"sync.dump_dir={out / 'dumps'}")
+        self.serve_and_check()
+
+    def serve_and_check(self) -> None:
+        """Start a serving replica, let it bootstrap from the dump and replay the deltas,
+        and ask it for predictions."""
+        port = free_port()
+        cmd = [sys.executable, "-m", "streamtrain.cli", "serve", *self.common,
+               "--set", f"serve.port={port}", "--set", f"serve.dump_dir={self.out / 'dumps'}",
+               "--set", f"serve.store_dir={self.out / 'replica'}"]
+        print(f"\n== serving replica: streamtrain {' '.join(cmd[3:])}", flush=True)
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT)
+        try:
+            metrics = _wait_replica(port, proc)
+            self.results["replica"] = metrics
+            print(f"   replica applied model version {metrics['applied_version']} "
+                  f"(dense {metrics['dense_version']}), rows bootstrapped {metrics['rows_bootstrapped']} "
+                  f"+ applied from deltas {metrics['rows_applied']}, "
+                  f"lag {metrics['lag_records']} records", flush=True)
+            first = read_all(self.kafka, self.topics.samples, timeout_s=30)[:3]
+            instances = [_instance(codec_for(Sample).decode(r.value)) for r in first]
+            answer = _http(port, "/predict", {"instances": instances})
+            self.results["prediction"] = answer
+            print(f"   POST /predict -> version {answer['version']}, heads {answer['heads']}, "
+                  f"predictions {[[round(p, 4) for p in row] for row in answer['predictions']]}", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
     def summary(self) -> None:
         print("\n== what flowed through the topics", flush=True)
@@ -107,8 +146,45 @@ class Demo:
         first = read_all(self.kafka, self.topics.impressions, timeout_s=30)[:1]
         if first:
             print(f"   an impression: {codec_for(Impression).decode(first[0].value)}")
-        (self.out / "summary.json").write_text(json.dumps({"topics": counts}, indent=2, default=str))
+        metrics = self.out / "metrics.jsonl"
+        if metrics.exists():
+            last = json.loads(metrics.read_text().splitlines()[-1])
+            heads = {k: v for k, v in last.items() if isinstance(v, dict)}
+            print(f"   trainer: {last.get('samples')} samples, progressive validation:")
+            for head, m in heads.items():
+                print(f"     {head:<11} " + " ".join(f"{k}={v:.4f}" for k, v in m["cumulative"].items()))
+            print(f"   AUC over time: {self.out / 'auc.png'}")
+        (self.out / "summary.json").write_text(json.dumps({"topics": counts, **self.results},
+                                                          indent=2, default=str))
         print(f"\n== demo finished; files in {self.out}", flush=True)
+
+
+def _http(port: int, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _wait_replica(port: int, proc: subprocess.Popen, timeout_s: float = 120) -> dict:
+    """Poll /metrics until the replica has bootstrapped and has no lag."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the serving replica exited with code {proc.returncode}")
+        try:
+            metrics = _http(port, "/metrics")
+            if metrics.get("dense_version") is not None and metrics.get("lag_records") == 0:
+                return metrics
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the serving replica did not catch up within {timeout_s:.0f}s")
+
+
+def _instance(sample: Sample) -> dict:
+    return {"ids": sample.ids, "slots": sample.slots, "dense": sample.dense}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,7 +46,8 @@ def run(kafka: KafkaConfig, topics: TopicsConfig, model: ModelConfig, table: Tab
         publisher = ModelPublisher(publish, kafka, topics, trainer)
         try:
             final = trainer.run(source, on_batch=publisher.on_batch, on_idle=lambda _: publisher.tick())
-            publisher.push_sparse()  # the rows of the last steps, not left waiting for a tick
+            # a clean stop hands serving the final model: rows, dense weights and a dump
+            publisher.publish_dense()
             final["model_version"] = publisher.version
         finally:
             publisher.close()

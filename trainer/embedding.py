@@ -102,7 +102,7 @@ class DynamicEmbeddingTable(EmbeddingTable):
         shape = (capacity,) if self._rowwise else (capacity, d)
         self.accum = torch.full(shape, self.config.initial_accumulator, device=dev)
         self.touched = torch.zeros(capacity, dtype=torch.bool, device=dev)
-        self.row_id = np.full(capacity, -1, np.int64)  # row -> id (-1 free)
+        self.row_id = np.full(capacity, -1, np.int64)  # row -> id (meaningless on free rows)
         self._high = 1  # rows [1, _high) were handed out at least once
         self._free = np.zeros(0, np.int64)
         self._evicted: list[np.ndarray] = []
@@ -233,7 +233,8 @@ class DynamicEmbeddingTable(EmbeddingTable):
         return TableUpdate(self.name, ids.astype(np.int64), values.astype(np.float32), evicted)
 
     def full_dump(self):
-        rows = np.flatnonzero(self.row_id >= 0)
+        # live rows = handed out and not freed (ids are signed: row_id cannot tell, -1 is an id too)
+        rows = np.setdiff1d(np.arange(1, self._high, dtype=np.int64), self._free)
         values = self.weights.index_select(0, self._to_device(rows)).cpu().numpy()
         return TableUpdate(self.name, self.row_id[rows].copy(), values, np.zeros(0, np.int64))
 

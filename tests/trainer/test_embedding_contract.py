@@ -118,6 +118,18 @@ def test_table_full_dump_holds_every_live_row(make):
     np.testing.assert_array_equal(dump.values[np.argsort(dump.ids)], t.lookup(ids(1, 2)))
 
 
+def test_table_full_dump_keeps_negative_ids_and_drops_expired(make):
+    """Feature ids are signed 64-bit: half of them are negative, -1 included."""
+    t = make(expiry_ms=1000)
+    low = -(2**63)
+    train(t, [-1, -7, low, 5], now=0)
+    train(t, [-1, low], now=1500)
+    t.expire(1500)  # -7 and 5 were last seen at 0
+    dump = t.full_dump()
+    assert sorted(dump.ids.tolist()) == [low, -1]
+    np.testing.assert_array_equal(dump.values[np.argsort(dump.ids)], t.lookup(ids(low, -1)))
+
+
 def _drive(t, steps, seed=0):
     rng = np.random.default_rng(seed)
     for step in range(steps):

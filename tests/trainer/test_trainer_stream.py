@@ -103,7 +103,7 @@ def test_train_command_runs_bounded_and_writes_metrics_and_plot(kafka_broker, to
     assert final["samples"] == 600 and final["dead_letters"] == 0 and "click" in final
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) >= 3
     assert (tmp_path / "auc.png").stat().st_size > 0 and list((tmp_path / "ckpt").glob("ckpt-*.pt"))
-    # the model went to serving: a dump at start, deltas up to the final push after the last step
+    # the model went to serving: a dump at start, deltas, and the final model (dense + dump) at stop
     assert final["model_version"] >= 2 and list((tmp_path / "dumps").rglob("COMPLETE"))
     deltas = [codec_for(SparseDelta).decode(r.value) for r in read_all(kafka_broker, topics.model_deltas)]
     assert max(d.version for d in deltas) == final["model_version"]

@@ -27,7 +27,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) -m bench
+	$(VENV)/bin/streamtrain bench $(BENCH)
 
 clean:
 	-$(VENV)/bin/streamtrain kafka stop

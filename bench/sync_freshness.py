@@ -38,7 +38,7 @@ from trainer.config import ModelConfig, TableConfig, TrainerConfig
 from trainer.synthetic import SyntheticStream
 from trainer.trainer import Trainer
 
-MODEL = ModelConfig(slots=tuple(range(8)), dim=16, hidden=(64, 32))
+MODEL = ModelConfig(slots=tuple(range(8)), dim=16, dense_dim=0, heads=("click",), hidden=(64, 32))
 
 
 def start_replica(kafka, topics, dump_dir: str, port: int) -> subprocess.Popen:

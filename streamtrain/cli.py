@@ -7,7 +7,10 @@
     streamtrain replay ...                   a real CSV log to impressions/actions
     streamtrain passthrough ...              the template Flink job (decode -> encode)
     streamtrain features ...                 dedup + realtime features (Flink job)
-    streamtrain train ...                    the incremental trainer
+    streamtrain join ...                     the joiner: impressions x actions -> samples (Flink job)
+    streamtrain train ...                    the incremental trainer (publishes to serving)
+    streamtrain serve ...                    a serving replica: model deltas -> HTTP predict
+    streamtrain bench <name> ...             a benchmark from bench/ (figures + JSON)
     streamtrain demo                         the whole thing, bounded, on local defaults
 
 Each subcommand lives in its component's ``cli`` module with ``main(argv) -> int`` and is
@@ -32,6 +35,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "features": ("streaming.features.job", "main"),
     "train": ("trainer.cli", "main"),
     "serve": ("sync.cli", "main"),
+    "bench": ("bench.cli", "main"),
     "demo": ("streamtrain.demo", "main"),
 }
 

@@ -60,10 +60,11 @@ class Demo:
         self.common = ["--set", f"kafka.bootstrap={self.kafka.bootstrap}"]
         self.results: dict = {}
 
-    def step(self, title: str, *args: str, timeout_s: float = 900) -> None:
+    def step(self, title: str, *args: str, timeout_s: float = 900, common: bool = True) -> None:
+        args = (*args, *self.common) if common else args
         print(f"\n== {title}: streamtrain {' '.join(args)}", flush=True)
         t0 = time.monotonic()
-        res = subprocess.run([sys.executable, "-m", "streamtrain.cli", *args, *self.common],
+        res = subprocess.run([sys.executable, "-m", "streamtrain.cli", *args],
                              cwd=REPO_ROOT, timeout=timeout_s)
         if res.returncode != 0:
             raise RuntimeError(f"step '{title}' failed with exit code {res.returncode}")
@@ -101,6 +102,9 @@ class Demo:
                   "--checkpoint-dir", str(out / "ckpt"), "--metrics", str(out / "metrics.jsonl"),
                   "--plot", str(out / "auc.png"), "--set", f"sync.dump_dir={out / 'dumps'}")
         self.serve_and_check()
+        self.step("live freshness: a trainer pushing every 2 s to a replica (action -> served)",
+                  "bench", "sync_freshness", "--interval", "2", "--duration", "20", "--rate", "200",
+                  "--bootstrap", self.kafka.bootstrap, common=False)
 
     def serve_and_check(self) -> None:
         """Start a serving replica, let it bootstrap from the dump and replay the deltas,

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 JM=localhost:8081
 KAFKA=localhost:9092
-JOB=passthrough
+JOB=join
 while [ $# -gt 0 ]; do
   case "$1" in
     --jobmanager) JM=$2; shift 2 ;;
@@ -20,7 +20,8 @@ while [ $# -gt 0 ]; do
 done
 case "$JOB" in
   passthrough) PY=streaming/passthrough_job.py ;;
-  *) echo "unknown job $JOB (passthrough)" >&2; exit 2 ;;
+  join) PY=streaming/joiner/job.py ;;
+  *) echo "unknown job $JOB (passthrough | join)" >&2; exit 2 ;;
 esac
 FLINK=${FLINK_HOME:+$FLINK_HOME/bin/}flink
 JAR=$(ls infra/jars/flink/flink-sql-connector-kafka-*.jar 2>/dev/null | tail -n 1 || true)

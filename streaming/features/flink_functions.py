@@ -13,6 +13,7 @@ watermark reaches it) and one at ``cleanup_ms`` that drops an entity whose histo
 
 from __future__ import annotations
 
+import logging
 import time
 
 from pyflink.common import Types
@@ -27,6 +28,7 @@ from streaming.features.spec import FeatureSpec
 from streaming.flink_env import bytes_type, dead_letter_tag
 from streaming.record_gate import RecordGate
 
+log = logging.getLogger(__name__)
 KIND_IMPRESSION, KIND_ACTION = 0, 1
 CLEANUP_TICK_MS = 60_000
 
@@ -88,6 +90,11 @@ class _StepFunction:
         for name in ("impressions", "actions", "duplicate_impressions", "duplicate_actions",
                      "late_impressions", "enriched"):
             group.gauge(name, lambda n=name: int(self.step.counters[n]))
+
+    def close(self) -> None:
+        if hasattr(self, "step"):
+            log.info("features close entity=%s %s", self.entity,
+                     " ".join(f"{k}={v}" for k, v in sorted(self.step.counters.items())))
 
     def _apply(self, rec, ctx):
         state = self.state.value() or self.step.new_state()

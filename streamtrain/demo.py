@@ -1,8 +1,10 @@
 """``streamtrain demo``: the pipeline end to end on local defaults, bounded, then exits.
 
 Starts a real single-node Kafka broker from the Maven jars (fresh data each run), creates
-the topics, generates synthetic traffic, runs the Flink job(s) on the local MiniCluster,
-and prints what flowed through every topic. Each step is the same `streamtrain`
+the topics, generates synthetic traffic, runs dedup + realtime features and the joiner as
+Flink jobs on the local MiniCluster, trains on the samples while publishing the model,
+serves it from a replica, measures live freshness, and prints what flowed through every
+topic. Each step is the same `streamtrain`
 subcommand a user would run by hand, so the demo doubles as a recipe.
 
     streamtrain demo                                  # defaults below
@@ -28,13 +30,15 @@ from streamtrain.config import check
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig, create_topics, read_all
 from streamtrain.local_kafka import LocalKafka, LocalKafkaConfig, free_port
 from streamtrain.paths import REPO_ROOT, STATE_DIR
+from streaming.features.spec import FeatureSpec
+from traffic.generator import DENSE, SLOTS
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    duration_s: float = 1800.0  # event time of generated traffic (generated flat out)
+    duration_s: float = 900.0  # event time of generated traffic (generated flat out)
     impressions_per_s: float = 20.0  # in event time
     port: int = 9092
     controller_port: int = 9093
@@ -90,18 +94,27 @@ class Demo:
 
     def pipeline(self) -> None:
         cfg, out = self.cfg, self.out
+        spec = FeatureSpec()
         self.step("generate traffic", "generate", "--stats", str(out / "generated.json"),
                   "--set", f"generator.duration_s={cfg.duration_s}",
                   "--set", f"generator.impressions_per_s={cfg.impressions_per_s}",
                   "--set", f"generator.users={cfg.users}", "--set", f"generator.items={cfg.items}")
+        self.step("dedup + point-in-time realtime features on Flink (MiniCluster)", "features",
+                  "--bounded")
         self.step("join impressions with their actions on Flink (MiniCluster)", "join", "--bounded",
+                  "--set", f"topics.impressions={self.topics.impressions_enriched}",
+                  "--set", f"topics.actions={self.topics.actions_deduped}",
                   "--set", f"joiner.window_ms={cfg.window_ms}",
                   "--set", f"joiner_job.checkpoint_dir={out / 'joiner-checkpoints'}",
                   "--set", f"joiner_job.kv_dir={out / 'joiner-kv'}")
         self.step("train on the samples, publishing to serving", "train",
                   "--idle-timeout", "10", "--batch-size", "128", "--device", "auto",
                   "--checkpoint-dir", str(out / "ckpt"), "--metrics", str(out / "metrics.jsonl"),
-                  "--plot", str(out / "auc.png"), "--set", f"sync.dump_dir={out / 'dumps'}")
+                  "--plot", str(out / "auc.png"), "--set", f"sync.dump_dir={out / 'dumps'}",
+                  # the generator's 8 slots and 3 dense values, plus what the feature job adds:
+                  # last-N acted items in slot last_n_slot, the realtime values appended to dense
+                  "--set", f"model.slots={','.join(map(str, [*range(len(SLOTS)), spec.last_n_slot]))}",
+                  "--set", f"model.dense_dim={len(DENSE) + spec.dense_width()}")
         self.serve_and_check()
         if cfg.freshness_s > 0:
             self.step("live freshness: a trainer pushing every 2 s to a replica (action -> served)",
@@ -137,7 +150,7 @@ class Demo:
     def summary(self) -> None:
         print("\n== what flowed through the topics", flush=True)
         counts = {}
-        for name in [*self.topics.names(), f"{self.topics.impressions}.checked"]:
+        for name in self.topics.names():
             try:
                 counts[name] = len(read_all(self.kafka, name, timeout_s=60))
             except Exception as exc:  # a topic a stage did not create: say so, keep going

@@ -60,8 +60,6 @@ class TopicsConfig:
         check(self.retention_hours >= 1 or self.retention_hours == -1, "topics.retention_hours",
               self.retention_hours, ">= 1, or -1 to keep forever (replays of old logs: Kafka "
               "expires records by their event-time timestamp)")
-        names = self.names()
-        check(len(set(names)) == len(names), "topics", names, "distinct topic names")
 
     NAME_FIELDS = ("impressions", "actions", "samples", "features", "model_deltas", "model_dense",
                    "dead_letter", "impressions_enriched", "actions_deduped")
@@ -77,7 +75,7 @@ class TopicsConfig:
         """(name, partitions, topic configs) for every topic."""
         hours = lambda h: {"retention.ms": str(h * 3600 * 1000 if h > 0 else -1)}  # noqa: E731
         out = []
-        for name in self.names():
+        for name in dict.fromkeys(self.names()):  # a job may point two roles at one topic
             parts = self.model_deltas_partitions if name == self.model_deltas else self.partitions
             if name == self.model_dense:
                 parts = 1  # chunks of one snapshot must stay in order

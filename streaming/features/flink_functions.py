@@ -21,7 +21,7 @@ from pyflink.datastream import KeyedCoProcessFunction, KeyedProcessFunction, Out
 from pyflink.datastream.state import ValueStateDescriptor
 
 from schemas import Action, DeadLetter, FeatureUpdate, Impression, codec_for
-from schemas.codec import HEADER_LEN
+from schemas.peek import peek_ids
 from schemas.validation import ValidationLimits
 from streaming.features.feature_step import FeatureStep
 from streaming.features.spec import FeatureSpec
@@ -50,25 +50,9 @@ def user_key(raw) -> int:
     """user_id of an Impression/Action message without a full decode (both start with
     schema_version, request_id, user_id); 0 for unreadable bytes (the gate dead-letters them)."""
     try:
-        data = bytes(raw)
-        pos = HEADER_LEN
-        while data[pos] & 0x80:  # schema_version varint
-            pos += 1
-        n, pos = _zigzag(data, pos + 1)  # request_id length
-        return _zigzag(data, pos + n)[0]
+        return peek_ids(bytes(raw))[1]
     except IndexError:
         return 0
-
-
-def _zigzag(data: bytes, pos: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        b = data[pos]
-        result |= (b & 0x7F) << shift
-        pos += 1
-        if not b & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
 
 
 class _StepFunction:

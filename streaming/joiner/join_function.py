@@ -25,6 +25,7 @@ from pyflink.datastream import KeyedCoProcessFunction
 from pyflink.datastream.state import MapStateDescriptor
 
 from schemas import Action, DeadLetter, Impression, Sample, codec_for
+from schemas.peek import peek_ids
 from streaming.flink_env import dead_letter_tag
 from streaming.joiner.config import JoinerConfig
 from streaming.joiner.core import END_OF_TIME, JoinCore
@@ -34,25 +35,7 @@ from streaming.joiner.stall_detector import StallDetector
 from streaming.record_gate import RecordGate
 
 log = logging.getLogger(__name__)
-HEADER_LEN = 10
 MAX_TIMESTAMP = (1 << 63) - 1  # Flink's Long.MAX_VALUE watermark
-
-
-def _varint_end(data: bytes, pos: int) -> int:
-    while data[pos] & 0x80:
-        pos += 1
-    return pos + 1
-
-
-def _zigzag(data: bytes, pos: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        b = data[pos]
-        result |= (b & 0x7F) << shift
-        pos += 1
-        if not b & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
 
 
 def join_bucket(raw: bytes, buckets: int) -> int:
@@ -60,14 +43,8 @@ def join_bucket(raw: bytes, buckets: int) -> int:
     schema_version, request_id, user_id, item_id. Unreadable bytes go to bucket 0 (the core's
     gate dead-letters them there)."""
     try:
-        data = bytes(raw)
-        pos = _varint_end(data, HEADER_LEN)             # schema_version
-        n, pos = _zigzag(data, pos)                     # request_id length
-        rid = data[pos:pos + n]
-        pos = _varint_end(data, pos + n)                # user_id
-        item_start = pos
-        item_end = _varint_end(data, pos)               # item_id (its raw varint bytes)
-        return zlib.crc32(rid + b"|" + data[item_start:item_end]) % buckets
+        rid, _, item = peek_ids(bytes(raw))
+        return zlib.crc32(rid + b"|" + item) % buckets
     except IndexError:
         return 0
 

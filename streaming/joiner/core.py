@@ -43,6 +43,20 @@ Join semantics
 State changes can be mirrored to a ``journal(key, bytes | None)`` callback (the Flink job
 writes them to checkpointed keyed state) and rebuilt with ``restore``.
 
+Restore and the KV fallback
+---------------------------
+The KV fallback is on local disk, outside the checkpoint. After a restore from checkpoint
+C it may hold rows the lost epoch wrote after C: impressions whose windows closed after C
+and whose events the sources now replay. Such a row must not answer an action that is
+replayed before its impression (its labels would make the action look like a duplicate
+and the label would be lost). So every row carries its writer (a random id per core
+incarnation) and the writer's sequence number, and the journal keeps the core's
+*lineage*: for each earlier incarnation, the range of sequence numbers that made it into
+the checkpoint. A row inside the lineage answers at once; any other row (a rolled-back
+write, or one from another job that shared the directory) answers only after the action
+waited ``orphan_wait_ms`` for its impression: if the impression is replayed meanwhile the
+label joins it, otherwise the row is used as a normal late correction.
+
     core = JoinCore(JoinerConfig(window_ms=600_000))
     out = core.on_impression(imp, now_ms=wm)     # list of Sample | DeadLetter
     out += core.on_action(act, now_ms=wm)
@@ -52,6 +66,7 @@ writes them to checkpointed keyed state) and rebuilt with ``restore``.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -66,6 +81,7 @@ from streaming.joiner.stall_detector import StallDetector
 
 log = logging.getLogger(__name__)
 
+MAX_LINEAGE = 64  # earlier incarnations whose KV rows a restored core trusts at once
 END_OF_TIME = 1 << 62  # any watermark >= this closes everything (Flink's MAX_WATERMARK is)
 Output = Sample | DeadLetter
 Journal = Callable[[str, bytes | None], None]
@@ -99,7 +115,8 @@ class JoinCore:
 
     def __init__(self, cfg: JoinerConfig, kv: KvFallback | None = None, *,
                  stall: StallDetector | None = None, metrics: JoinerMetrics | None = None,
-                 journal: Journal | None = None, actions_topic: str = "actions") -> None:
+                 journal: Journal | None = None, actions_topic: str = "actions",
+                 writer: bytes | None = None) -> None:
         self.cfg = cfg
         self._own_kv = kv is None
         self.kv = KvFallback(cfg.kv_path, cfg.kv_ttl_ms) if kv is None else kv
@@ -113,6 +130,11 @@ class JoinCore:
         self._imp_codec = codec_for(Impression)
         self._next_purge = -(1 << 62)
         self._keep_below = int(cfg.negative_sample_rate * (1 << 32))
+        # KV rows this core may trust at once (see "Restore and the KV fallback")
+        self.writer = writer or os.urandom(8)
+        self.kv_seq = 0
+        self.lineage: list[tuple[bytes, int]] = [(self.writer, 0)]
+        self._lineage_journaled = False
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -163,7 +185,12 @@ class JoinCore:
             return self._in_window(key, entry, act, now)
         rec = self.kv.get(key, now)
         if rec is not None:
-            return self._late(key, rec, act, now)
+            if self._trusted(rec):
+                return self._late(key, rec, act, now)
+            m.kv_unconfirmed += 1  # wait for a replay of the impression first (_orphans)
+        if act.action_type in (self.late.get(key) or ()):
+            m.duplicate_actions += 1  # of an action already dead-lettered as an orphan
+            return []
         waiting = self.pending.get(key)
         if waiting is not None:
             if any(a.action_type == act.action_type for a in waiting):
@@ -173,16 +200,13 @@ class JoinCore:
             m.pending_actions += 1
             self._write("P|" + key, pickle.dumps((self.pending.deadline(key), waiting), protocol=5))
             return []
-        if act.action_type in (self.late.get(key) or ()):
-            m.duplicate_actions += 1  # of an action already dead-lettered as an orphan
-            return []
         out: list[Output] = []
         evicted = self.pending.push(key, [act], now + self.cfg.orphan_wait_ms)
         m.pending_actions += 1
         if key in self.pending:
             self._write("P|" + key, pickle.dumps((self.pending.deadline(key), [act]), protocol=5))
         for old_key, acts in evicted:
-            self._orphans(old_key, acts, now, out)
+            self._orphans(old_key, acts, now, out, evicted=True)
         return out
 
     def advance(self, now_ms: int) -> list[Output]:
@@ -232,14 +256,22 @@ class JoinCore:
             yield "P|" + key, pickle.dumps((deadline, acts), protocol=5)
         for key, labels, deadline in self.late.items():
             yield "L|" + key, pickle.dumps((deadline, labels), protocol=5)
+        if self._lineage_journaled:
+            yield "S|", self._lineage_bytes()
 
     def restore(self, items: Iterable[tuple[str, bytes]]) -> None:
         """Rebuild the window, the action waits and the late dedup from journal items
         (in any order). The core must be empty."""
         assert not (self.window or self.pending or self.late), "restore into an empty core"
-        rows: dict[str, list] = {"W": [], "P": [], "L": []}
+        rows: dict[str, list] = {"W": [], "P": [], "L": [], "S": []}
         for jkey, data in items:
             rows[jkey[0]].append((jkey[2:], pickle.loads(data)))
+        if rows["S"]:
+            lineage, self.kv_seq = rows["S"][0][1]
+            # the newest earlier incarnations; rows of older ones just take the slow path
+            self.lineage = list(lineage)[-(MAX_LINEAGE - 1):] + [(self.writer, self.kv_seq)]
+            self._lineage_journaled = True
+            self._write("S|", self._lineage_bytes())
         for key, (deadline, raw, labels, delays, after, sent) in sorted(rows["W"],
                                                                        key=lambda r: r[1][0]):
             entry = _Entry(self._imp_codec.decode(raw), raw)
@@ -276,13 +308,18 @@ class JoinCore:
         if where == "after" or self.cfg.policy != "early":
             return []
         if not entry.sent:
-            return [self._final(key, entry, now, FLAG_EARLY)]
+            sample = self._final(key, entry, now, FLAG_EARLY)
+            self._write_entry(key, entry)  # the restored entry must know it was sent
+            return [sample]
         delay = entry.delays[-1]
         return [self._sample(entry.imp, now, [act.action_type], [delay], FLAG_LATE_CORRECTION)]
 
-    def _late(self, key: str, rec, act: Action, now: int) -> list[Output]:
+    def _late(self, key: str, rec, act: Action, now: int, row_labels: bool = True) -> list[Output]:
+        """A correction from a KV row; ``row_labels=False`` ignores the labels the row says
+        were sent (the row may come from a rolled-back epoch whose sample was never
+        delivered: a possible duplicate label is preferred to a lost one)."""
         seen = self.late.get(key) or ()
-        if act.action_type in rec.labels or act.action_type in seen:
+        if (row_labels and act.action_type in rec.labels) or act.action_type in seen:
             self.metrics.duplicate_actions += 1
             return []
         imp = self._imp_codec.decode(rec.impression)
@@ -332,7 +369,25 @@ class JoinCore:
             out.append(self._sample(entry.imp, now, [kind], [delay], FLAG_LATE_CORRECTION))
         raw = entry.raw if entry.raw is not None else self._imp_codec.encode(entry.imp)
         labels = tuple(entry.labels) + tuple(k for k, _ in entry.after)
-        self.kv.put(key, raw, labels, entry.imp.event_time_ms + self.cfg.window_ms)
+        self.kv.put(key, raw, labels, entry.imp.event_time_ms + self.cfg.window_ms,
+                    self.writer, self.kv_seq)
+        self.kv_seq += 1
+        if self.journal is not None:
+            self._lineage_journaled = True
+            self.journal("S|", self._lineage_bytes())
+
+    def _trusted(self, rec) -> bool:
+        """Whether a KV row was written by this core's checkpointed history (or by this
+        incarnation). Without a journal nothing is ever rolled back: every row is."""
+        if self.journal is None or rec.writer == self.writer:
+            return True
+        for i, (writer, first) in enumerate(self.lineage[:-1]):
+            if writer == rec.writer:
+                return first <= rec.seq < self.lineage[i + 1][1]
+        return False
+
+    def _lineage_bytes(self) -> bytes:
+        return pickle.dumps((self.lineage, self.kv_seq), protocol=5)
 
     def _final(self, key: str, entry: _Entry, now: int, flags: int) -> Sample | None:
         m = self.metrics
@@ -366,8 +421,21 @@ class JoinCore:
             sample_rate=rate, flags=flags,
         )
 
-    def _orphans(self, key: str, acts: list[Action], now: int, out: list[Output]) -> None:
+    def _orphans(self, key: str, acts: list[Action], now: int, out: list[Output],
+                 evicted: bool = False) -> None:
+        """Actions whose wait for their impression ended (``evicted``: cut short by the
+        memory bound): late corrections if an unconfirmed KV row holds the impression (see
+        on_action), orphans otherwise."""
         self._write("P|" + key, None)
+        rec = self.kv.get(key, now)
+        if rec is not None:
+            # waited in full: the impression was not replayed, so the row stands; cut
+            # short: the impression may still come, so its labels do not count
+            trust = not evicted or self._trusted(rec)
+            for act in acts:
+                self.metrics.pending_actions -= 1
+                out.extend(self._late(key, rec, act, now, row_labels=trust))
+            return
         codec = codec_for(Action)
         self._remember(key, tuple(a.action_type for a in acts), now + self.kv.ttl_ms)
         for act in acts:

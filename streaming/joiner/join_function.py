@@ -154,6 +154,8 @@ class JoinFunction(KeyedCoProcessFunction):
                             journal=self._journal, actions_topic=self.actions_topic)
             items = [(k, bytes(v)) for k, v in self.journal_state.items()]
             if items:
+                log.info("joiner subtask=%d restoring bucket=%d from %d journal entries",
+                         self.subtask, bucket, len(items))
                 core.restore(items)
             self.cores[bucket] = core
         return core

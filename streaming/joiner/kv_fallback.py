@@ -5,9 +5,12 @@ Layout (raw bytes, one RocksDB): ``d<join key>`` -> record, and an expiry index
 ``e<expire_ms: 8 bytes big-endian><join key>`` -> ``b""``. The TTL is event time, passed in
 (``purge(now_ms)`` deletes a range of the index in order, O(expired)); a ``get`` of an
 expired record that was not purged yet also misses. A record holds the impression's Avro
-bytes and the label types its final sample carried (so a duplicate late action is dropped).
-Records are written once, when an impression leaves the window, and never updated: a
-replay after a restart rewrites the same bytes.
+bytes, the label types its final sample carried (so a duplicate late action is dropped),
+and who wrote it: the writer (one id per incarnation of a join core) and that writer's
+sequence number. The store is not part of Flink's checkpoint, so after a restore it can
+hold rows written by the rolled-back epoch; the core uses (writer, seq) to tell those
+from rows of its checkpointed history (``JoinCore``, "Restore and the KV fallback").
+A record is written when an impression leaves the window; a replay overwrites it.
 
     kv = KvFallback(Path("/tmp/kv"), ttl_ms=86_400_000)
     kv.put("r1|7", impression_bytes, labels=("click",), event_time_ms=t)
@@ -29,9 +32,10 @@ from rocksdict import Options, Rdict, WriteBatch
 
 log = logging.getLogger(__name__)
 
-_HEAD = struct.Struct("<qH")  # expire_ms, length of the labels blob
+_HEAD = struct.Struct("<q8sqH")  # expire_ms, writer, seq, length of the labels blob
 _EXP = struct.Struct(">q")
 _SEP = "\x1f"
+_VERSION_KEY, _VERSION = b"version", b"2"  # 2: records carry writer and seq
 
 
 class KvFallbackError(RuntimeError):
@@ -43,18 +47,21 @@ class KvRecord:
     impression: bytes
     labels: tuple[str, ...]
     expire_ms: int
+    writer: bytes = bytes(8)  # the core incarnation that wrote it
+    seq: int = -1             # that writer's sequence number of the write
 
 
 def _encode(rec: KvRecord) -> bytes:
     blob = _SEP.join(rec.labels).encode()
-    return _HEAD.pack(rec.expire_ms, len(blob)) + blob + rec.impression
+    return _HEAD.pack(rec.expire_ms, rec.writer, rec.seq, len(blob)) + blob + rec.impression
 
 
 def _decode(data: bytes) -> KvRecord:
-    expire, n = _HEAD.unpack_from(data)
+    expire, writer, seq, n = _HEAD.unpack_from(data)
     start = _HEAD.size
     blob = data[start:start + n].decode()
-    return KvRecord(bytes(data[start + n:]), tuple(blob.split(_SEP)) if blob else (), expire)
+    return KvRecord(bytes(data[start + n:]), tuple(blob.split(_SEP)) if blob else (), expire,
+                    writer, seq)
 
 
 class KvFallback:
@@ -74,6 +81,16 @@ class KvFallback:
                 f"cannot open the joiner KV fallback at {self.path} ({exc}); another joiner "
                 "may hold it: give each joiner instance its own joiner.kv_path") from exc
         self.size = self._count()
+        version = self._db.get(_VERSION_KEY)
+        if version is None and self.size:
+            version = b"1"  # rows without a version key: the first layout
+        if version not in (None, _VERSION):
+            self._db.close()
+            raise KvFallbackError(
+                f"the joiner KV fallback at {self.path} has layout {version.decode()!r}, this "
+                f"version reads {_VERSION.decode()!r}: move it away (late labels of the "
+                "impressions in it are then orphans) or run the version that wrote it")
+        self._db[_VERSION_KEY] = _VERSION
         self.purged = 0
 
     def _count(self) -> int:
@@ -84,8 +101,9 @@ class KvFallback:
             n += 1
         return n
 
-    def put(self, key: str, impression: bytes, labels: tuple[str, ...], event_time_ms: int) -> None:
-        """Store (or overwrite, idempotently) an impression that left the window."""
+    def put(self, key: str, impression: bytes, labels: tuple[str, ...], event_time_ms: int,
+            writer: bytes = bytes(8), seq: int = -1) -> None:
+        """Store (or overwrite) an impression that left the window."""
         kb = key.encode()
         expire = event_time_ms + self.ttl_ms
         old = self._db.get(b"d" + kb)
@@ -96,7 +114,7 @@ class KvFallback:
             old_exp = _HEAD.unpack_from(old)[0]
             if old_exp != expire:
                 batch.delete(b"e" + _EXP.pack(old_exp) + kb)
-        batch.put(b"d" + kb, _encode(KvRecord(impression, tuple(labels), expire)))
+        batch.put(b"d" + kb, _encode(KvRecord(impression, tuple(labels), expire, writer, seq)))
         batch.put(b"e" + _EXP.pack(expire) + kb, b"")
         self._db.write(batch)
 

@@ -30,6 +30,8 @@ class JoinerMetrics:
     window_bytes: int = 0         # gauge
     pending_actions: int = 0      # gauge: actions waiting for their impression
     kv_size: int = 0              # gauge: impressions in the KV fallback
+    kv_unconfirmed: int = 0       # KV rows outside the checkpointed history (after a
+                                  # restore): the action waited for its impression first
     # event-time wait from a label's action to the sample carrying it (last 10k labels)
     label_wait_ms: deque = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
 

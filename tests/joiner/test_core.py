@@ -2,7 +2,7 @@ import pytest
 
 from schemas import FLAG_ACTION_STALL, FLAG_EARLY, FLAG_LATE_CORRECTION
 from schemas.records import DeadLetter, Sample
-from streaming.joiner import END_OF_TIME, JoinCore, JoinerConfig
+from streaming.joiner import END_OF_TIME, JoinCore, JoinerConfig, KvFallback
 from tests.joiner.factories import act, imp
 
 MIN = 60_000
@@ -253,3 +253,58 @@ def test_joiner_decides_window_membership_by_event_time_not_processing_order(cor
     assert corr.label_delays_ms == [30 * MIN]
     assert core.on_action(act("r1", 1000 + 40 * MIN, "conversion"), 50 * MIN) == []
     assert core.metrics.late_corrections == 1 and core.metrics.duplicate_actions == 1
+
+
+def test_joiner_restored_core_ignores_kv_rows_of_the_rolled_back_epoch(tmp_path):
+    """After a restore the KV still holds what the lost epoch wrote after the checkpoint. A
+    replayed action read before its replayed impression must not take such a row's labels
+    as 'already sent' (the label would be lost); it waits for its impression instead."""
+    journal: dict[str, bytes] = {}
+
+    def write(key, data):
+        if data is None:
+            journal.pop(key, None)
+        else:
+            journal[key] = data
+
+    cfg = JoinerConfig(window_ms=10 * MIN, orphan_wait_ms=MIN, stall_policy="off",
+                       kv_path=str(tmp_path / "kv"))
+    first = JoinCore(cfg, journal=write)
+    first.on_impression(imp("r0", 1000), 1000)
+    first.advance(20 * MIN)          # r0 closes: a KV row written before the checkpoint
+    checkpoint = dict(journal)
+    first.on_impression(imp("r1", 21 * MIN), 21 * MIN)
+    first.on_action(act("r1", 22 * MIN), 21 * MIN)
+    (lost,) = first.advance(40 * MIN)  # r1 closes with its click: this output is rolled back
+    assert lost.label_types == ["click"]
+    first.close()
+
+    second = JoinCore(cfg, journal=write)
+    journal.clear()
+    journal.update(checkpoint)
+    second.restore(list(journal.items()))
+    assert second.on_action(act("r1", 22 * MIN), 21 * MIN) == []  # read before its impression
+    assert second.metrics.kv_unconfirmed == 1 and second.metrics.pending_actions == 1
+    second.on_impression(imp("r1", 21 * MIN), 21 * MIN)
+    (final,) = second.advance(40 * MIN)
+    assert final.request_id == "r1" and final.label_types == ["click"]
+    # a row of the checkpointed history still answers a late action at once
+    (corr,) = second.on_action(act("r0", 50 * MIN, "conversion"), 50 * MIN)
+    assert corr.flags == FLAG_LATE_CORRECTION and corr.label_types == ["conversion"]
+    second.close()
+
+
+def test_joiner_unconfirmed_kv_row_serves_the_action_once_its_wait_ran_out(tmp_path):
+    """A row no checkpoint vouches for (another job's, say) is still used: after the action
+    waited orphan_wait_ms for a replay of its impression that did not come."""
+    cfg = JoinerConfig(window_ms=10 * MIN, orphan_wait_ms=MIN, stall_policy="off")
+    kv = KvFallback(tmp_path / "kv", cfg.kv_ttl_ms)
+    other = JoinCore(cfg, kv, journal=lambda k, v: None)
+    other.on_impression(imp("r0", 1000), 1000)
+    other.advance(20 * MIN)
+    mine = JoinCore(cfg, kv, journal=lambda k, v: None)
+    assert mine.on_action(act("r0", 30 * MIN), 30 * MIN) == []
+    (corr,) = mine.advance(32 * MIN)
+    assert corr.flags == FLAG_LATE_CORRECTION and corr.label_types == ["click"]
+    assert mine.metrics.orphans == 0 and mine.metrics.late_corrections == 1
+    kv.close()

@@ -22,13 +22,16 @@ def test_hash_queue_lookup_and_pop_from_the_middle():
     assert [k for k, _ in q.expire(100)] == [0, 1, 3, 4]
 
 
-def test_hash_queue_clamps_an_earlier_deadline_to_the_tail():
+def test_hash_queue_an_earlier_deadline_arriving_later_still_leaves_first():
+    # a partition hours ahead in event time must not hold back the others' entries
     q = HashQueue()
-    q.push("late", 1, deadline_ms=100)
-    q.push("early", 2, deadline_ms=90)   # out of order: waits until the tail's deadline
-    assert q.deadline("early") == 100
-    assert list(q.expire(95)) == []
-    assert [k for k, _ in q.expire(100)] == ["late", "early"]
+    q.push("ahead", 1, deadline_ms=4 * 3600_000)
+    q.push("early", 2, deadline_ms=90)
+    q.push("tie", 3, deadline_ms=90)
+    assert q.deadline("early") == 90 and q.head_deadline() == 90
+    assert [k for k, _, _ in q.items()] == ["early", "tie", "ahead"]
+    assert [k for k, _ in q.expire(100)] == ["early", "tie"]
+    assert q.head_deadline() == 4 * 3600_000 and len(q) == 1
 
 
 def test_hash_queue_rejects_a_key_already_queued():
@@ -61,25 +64,41 @@ def test_hash_queue_evicts_oldest_beyond_max_bytes_and_tracks_bytes():
        st.integers(0, 12))
 def test_hash_queue_matches_a_reference_model(ops, bound):
     q = HashQueue(max_entries=bound)
-    model: list[tuple[int, int]] = []  # (key, deadline) in FIFO order
-    tail = -(1 << 62)
+    model: list[tuple[int, int, int]] = []  # (deadline, arrival, key), kept sorted
+    arrival = 0
     for op, key, t in ops:
         if op == "push" and key not in q:
-            tail = max(tail, t)
-            model.append((key, tail))
+            model.append((t, arrival, key))
+            model.sort()
+            arrival += 1
             evicted = q.push(key, key * 10, t)
             expect = []
             while bound and len(model) > bound:
-                expect.append(model.pop(0)[0])
+                expect.append(model.pop(0)[2])
             assert [k for k, _ in evicted] == expect
         elif op == "pop":
-            assert (q.pop(key) is not None) == any(k == key for k, _ in model)
-            model = [(k, d) for k, d in model if k != key]
+            assert (q.pop(key) is not None) == any(k == key for _, _, k in model)
+            model = [m for m in model if m[2] != key]
         elif op == "expire":
             got = [k for k, _ in q.expire(t)]
             expect = []
-            while model and model[0][1] <= t:
-                expect.append(model.pop(0)[0])
+            while model and model[0][0] <= t:
+                expect.append(model.pop(0)[2])
             assert got == expect
         assert len(q) == len(model)
-        assert [k for k, _, _ in q.items()] == [k for k, _ in model]
+        assert q.head_deadline() == (model[0][0] if model else None)
+        assert [(k, d) for k, _, d in q.items()] == [(k, d) for d, _, k in model]
+
+
+def test_hash_queue_compacts_heap_garbage_left_by_pops_from_the_middle():
+    q = HashQueue()
+    q.push("tail", 0, deadline_ms=10_000)
+    for i in range(1000):  # all out of deadline order: they go to the heap
+        q.push(i, i, deadline_ms=5_000 - i)
+    for i in range(1000):
+        if i % 4:
+            assert q.pop(i) == i
+            # garbage never outgrows the live entries (plus a little slack)
+            assert len(q._heap) <= 2 * (len(q) - 1) + 65  # noqa: SLF001
+    assert [k for k, _ in q.expire(5_000)] == list(range(996, -1, -4))
+    assert len(q) == 1 and q.head_deadline() == 10_000

@@ -62,3 +62,30 @@ def test_kv_fallback_temporary_store_is_removed_on_close():
     assert path.exists()
     kv.close()
     assert not path.exists()
+
+
+def test_kv_fallback_records_carry_their_writer_and_sequence(kv):
+    kv.put("a|1", b"x", ("click",), event_time_ms=0, writer=b"w" * 8, seq=41)
+    rec = kv.get("a|1", now_ms=10)
+    assert rec.writer == b"w" * 8 and rec.seq == 41
+    kv.put("a|1", b"x", (), event_time_ms=0, writer=b"v" * 8, seq=3)  # a replay overwrites
+    rec = kv.get("a|1", now_ms=10)
+    assert (rec.writer, rec.seq, rec.labels) == (b"v" * 8, 3, ())
+
+
+def test_kv_fallback_refuses_a_store_of_another_layout(tmp_path):
+    from rocksdict import Options, Rdict
+
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    old = Rdict(str(tmp_path / "old"), opts)
+    old[b"da|1"] = b"\x00" * 12  # a row of the first layout: no version key
+    old.close()
+    with pytest.raises(KvFallbackError, match="has layout '1'.*reads '2'"):
+        KvFallback(tmp_path / "old", ttl_ms=1000)
+    reopened = KvFallback(tmp_path / "new", ttl_ms=1000)  # an empty store takes the layout
+    reopened.put("a|1", b"x", (), event_time_ms=0)
+    reopened.close()
+    again = KvFallback(tmp_path / "new", ttl_ms=1000)
+    assert again.size == 1
+    again.close()

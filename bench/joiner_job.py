@@ -9,6 +9,7 @@ LogAppendTime), so the JVM/Python start-up is not counted. Latency: broker appen
 each positive sample minus its action's event time (= the time it was produced, paced).
 
     python -m bench.joiner_job [--impressions 100000] [--mode thread|process] [--bundle 1000]
+        [--set joiner_job.state_backend=rocksdb --tag rocksdb]   # any setting, both jobs
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _cmd(kafka, topics, work: Path, args, *extra: str) -> list[str]:
            "--set", "joiner.stall_policy=off"]
     for role in ("impressions", "actions", "samples", "dead_letter"):
         cmd += ["--set", f"topics.{role}={getattr(topics, role)}"]
-    for e in extra:
+    for e in (*args.settings, *extra):
         cmd += ["--set", e] if "=" in e else [e]
     return cmd
 
@@ -119,6 +120,9 @@ def main() -> None:
     p.add_argument("--latency-rate", type=float, default=300)
     p.add_argument("--bootstrap", default=None)
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for both jobs (e.g. flink.state_cache_size=1000)")
+    p.add_argument("--tag", default="", help="suffix of the result file name")
     args = p.parse_args()
     with kafka_for_bench(args.bootstrap) as kafka, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -144,6 +148,7 @@ def main() -> None:
         ratio = runs[1]["events_per_s"] / runs[0]["events_per_s"]
         print(f"joiner / bare pass-through = {ratio:.2f}")
         result = {"mode": args.mode, "bundle_size": args.bundle, "parallelism": 1,
+                  "settings": args.settings,
                   "throughput": runs, "joiner_over_bare": round(ratio, 3)}
         if not args.skip_latency:
             live = fresh_topics(kafka, "joinerlat")
@@ -154,7 +159,8 @@ def main() -> None:
             print(f"join latency (action -> sample written, early policy, "
                   f"{args.latency_rate:.0f} imp/s live): p50 {lt['p50_ms']} ms, "
                   f"p99 {lt['p99_ms']} ms over {lt['labels']} labels")
-        name = f"joiner_job_{args.mode}" + ("" if args.bundle == 1000 else f"_b{args.bundle}")
+        name = f"joiner_job_{args.mode}" + ("" if args.bundle == 1000 else f"_b{args.bundle}") \
+            + (f"_{args.tag}" if args.tag else "")
         print("wrote", write_result(name, result))
 
 

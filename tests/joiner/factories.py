@@ -10,3 +10,14 @@ def imp(rid: str, t: int, item: int = 7, user: int = 1) -> Impression:
 
 def act(rid: str, t: int, kind: str = "click", item: int = 7, user: int = 1) -> Action:
     return Action(request_id=rid, user_id=user, item_id=item, action_type=kind, event_time_ms=t)
+
+
+class Journal(dict):
+    """The job's checkpointed MapState in a test: pass it as the core's ``journal``; a copy
+    of it is a checkpoint."""
+
+    def __call__(self, key: str, data: bytes | None) -> None:
+        if data is None:
+            self.pop(key, None)
+        else:
+            self[key] = data

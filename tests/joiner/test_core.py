@@ -3,7 +3,7 @@ import pytest
 from schemas import FLAG_ACTION_STALL, FLAG_EARLY, FLAG_LATE_CORRECTION
 from schemas.records import DeadLetter, Sample
 from streaming.joiner import END_OF_TIME, JoinCore, JoinerConfig, KvFallback
-from tests.joiner.factories import act, imp
+from tests.joiner.factories import Journal, act, imp
 
 MIN = 60_000
 
@@ -202,13 +202,7 @@ def test_joiner_action_after_kv_ttl_is_an_orphan(tmp_path):
 
 
 def test_joiner_restore_from_journal_continues_like_an_uninterrupted_core(tmp_path):
-    journal: dict[str, bytes] = {}
-
-    def write(key, data):
-        if data is None:
-            journal.pop(key, None)
-        else:
-            journal[key] = data
+    journal = Journal()
 
     events = [("i", "r1", 1000), ("i", "r2", 2000), ("a", "r1", 3000), ("a", "ghost", 3000),
               ("i", "r3", 12 * MIN), ("a", "r3", 13 * MIN), ("a", "r2", 14 * MIN)]
@@ -226,13 +220,13 @@ def test_joiner_restore_from_journal_continues_like_an_uninterrupted_core(tmp_pa
 
     kv_dir = tmp_path / "run"
     first = JoinCore(JoinerConfig(window_ms=10 * MIN, orphan_wait_ms=MIN, stall_policy="off",
-                                  kv_path=str(kv_dir / "kv")), journal=write)
+                                  kv_path=str(kv_dir / "kv")), journal=journal)
     got = feed(first, events[:4])
     assert set(journal) == {"W|r1|7", "W|r2|7", "P|ghost|7"}
     assert dict(first.snapshot()) == journal
     first.close()
     second = JoinCore(JoinerConfig(window_ms=10 * MIN, orphan_wait_ms=MIN, stall_policy="off",
-                                   kv_path=str(kv_dir / "kv")), journal=write)
+                                   kv_path=str(kv_dir / "kv")), journal=journal)
     second.restore(journal.items())
     got += feed(second, events[4:]) + second.advance(END_OF_TIME)
     second.close()
@@ -259,17 +253,11 @@ def test_joiner_restored_core_ignores_kv_rows_of_the_rolled_back_epoch(tmp_path)
     """After a restore the KV still holds what the lost epoch wrote after the checkpoint. A
     replayed action read before its replayed impression must not take such a row's labels
     as 'already sent' (the label would be lost); it waits for its impression instead."""
-    journal: dict[str, bytes] = {}
-
-    def write(key, data):
-        if data is None:
-            journal.pop(key, None)
-        else:
-            journal[key] = data
+    journal = Journal()
 
     cfg = JoinerConfig(window_ms=10 * MIN, orphan_wait_ms=MIN, stall_policy="off",
                        kv_path=str(tmp_path / "kv"))
-    first = JoinCore(cfg, journal=write)
+    first = JoinCore(cfg, journal=journal)
     first.on_impression(imp("r0", 1000), 1000)
     first.advance(20 * MIN)          # r0 closes: a KV row written before the checkpoint
     checkpoint = dict(journal)
@@ -279,7 +267,7 @@ def test_joiner_restored_core_ignores_kv_rows_of_the_rolled_back_epoch(tmp_path)
     assert lost.label_types == ["click"]
     first.close()
 
-    second = JoinCore(cfg, journal=write)
+    second = JoinCore(cfg, journal=journal)
     journal.clear()
     journal.update(checkpoint)
     second.restore(list(journal.items()))

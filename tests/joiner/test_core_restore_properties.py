@@ -19,7 +19,7 @@ from schemas import FLAG_LATE_CORRECTION, codec_for
 from schemas.records import Action, DeadLetter, Sample
 from streaming.joiner import END_OF_TIME, JoinCore, JoinerConfig
 from streaming.joiner.kv_fallback import KvFallback
-from tests.joiner.factories import act, imp
+from tests.joiner.factories import Journal, act, imp
 
 TYPES = ["click", "like", "conversion"]
 
@@ -80,16 +80,10 @@ def test_restore_from_an_earlier_checkpoint_loses_and_duplicates_nothing(
     cut = min(cut, len(stream))
     crash = min(len(stream), cut + crash)
     kv = KvFallback(tmp_path_factory.mktemp("kv") / "kv", cfg.kv_ttl_ms)
-    journal: dict[str, bytes] = {}
-
-    def write(key, data):
-        if data is None:
-            journal.pop(key, None)
-        else:
-            journal[key] = data
+    journal = Journal()
 
     try:
-        first = JoinCore(cfg, kv, journal=write)
+        first = JoinCore(cfg, kv, journal=journal)
         delivered: list = []
         now = _feed(first, stream[:cut], 1000, delivered)
         checkpoint, now_at_cut = dict(journal), now
@@ -97,7 +91,7 @@ def test_restore_from_an_earlier_checkpoint_loses_and_duplicates_nothing(
 
         journal.clear()
         journal.update(checkpoint)
-        second = JoinCore(cfg, kv, journal=write)
+        second = JoinCore(cfg, kv, journal=journal)
         second.restore(list(journal.items()))
         now = now_at_cut
         for seg, tick in _segments(stream[cut:]):

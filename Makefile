@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean test-compose flink-test
 
 setup: $(VENV)/.installed infra/jars/.fetched
 
@@ -23,8 +23,15 @@ infra/jars/.fetched: infra/pom.xml
 demo: setup
 	$(VENV)/bin/streamtrain demo
 
+# lint + import order, types, then the suite (doctests of the library included)
 test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(VENV)/bin/streamtrain bench $(BENCH)
@@ -32,3 +39,15 @@ bench: setup
 clean:
 	-$(VENV)/bin/streamtrain kafka stop
 	rm -rf .streamtrain infra/jars infra/target
+
+# docker-compose.yml proven by a real run (host networking; scripts/test_compose.py says
+# how): a Docker daemon started if none runs, a local base image, build, up, checks, down -v
+test-compose: setup
+	@command -v dockerd >/dev/null && command -v debootstrap >/dev/null \
+	  && (docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null) \
+	  || (apt-get update -q && apt-get install -y -q docker.io docker-compose debootstrap)
+	$(PY) scripts/test_compose.py
+
+# the jobs on a real Flink session cluster (savepoint resubmit, TaskManager loss)
+flink-test: setup
+	$(PY) -m pytest tests/infra/test_flink_cluster.py $(PYTEST_ARGS)

@@ -48,3 +48,73 @@ def write_result(name: str, result: dict) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def topic_settings(kafka: KafkaConfig, names: list[str], append_time: bool) -> None:
+    """Keep every record of ``names`` (``retention.ms=-1``: a backlog of months of event
+    time would otherwise fall to time-based retention before a job reads it); with
+    ``append_time`` stamp records with the broker's append time (output topics: the time a
+    job wrote each record). Input topics keep CreateTime = event time, which the jobs read
+    as event time."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from streamtrain.kafka_io import admin_client
+
+    configs = {"retention.ms": "-1"} | ({"message.timestamp.type": "LogAppendTime"}
+                                        if append_time else {})
+    admin = admin_client(kafka)
+    try:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, n, configs=configs)
+                             for n in names])
+    finally:
+        admin.close()
+
+
+def log_append_time(kafka: KafkaConfig, names: list[str]) -> None:
+    """Output topics: kept, stamped with the broker's append time."""
+    topic_settings(kafka, names, append_time=True)
+
+
+START_MARKER = b"streamtrain-bench: start marker (undecodable on purpose)"
+
+
+def mark_start(kafka: KafkaConfig, topics: list[str], timestamp_ms: int) -> int:
+    """Put one undecodable record at the head of every partition of ``topics`` (before the
+    backlog): the job reads one of them first and dead-letters it at once, so the first
+    dead letter's append time is when the job read its first input (to within one Python
+    bundle). Returns the number of markers."""
+    from streamtrain.kafka_io import make_producer, topic_partitions
+
+    producer = make_producer(kafka)
+    n = 0
+    try:
+        for topic in topics:
+            for p in topic_partitions(kafka, topic):
+                producer.send(topic, value=START_MARKER, partition=p, timestamp_ms=timestamp_ms)
+                n += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return n
+
+
+def input_to_output_s(kafka: KafkaConfig, outputs: list[str],
+                      timeout_s: float = 120) -> tuple[float, dict[str, int]]:
+    """Seconds from the job's first input record to its last output record, and the
+    records per output topic. ``outputs`` are every topic the job writes (dead letters
+    included), all LogAppendTime. The first input is one of ``mark_start``'s markers,
+    which a job writes out at once (dead-lettered, or forwarded by a bare job), so the
+    earliest append time over ``outputs`` is when the job read it."""
+    from streamtrain.kafka_io import read_all
+
+    first, last, counts = None, None, {}
+    for topic in outputs:
+        recs = read_all(kafka, topic, timeout_s=timeout_s)
+        counts[topic] = len(recs)
+        if recs:
+            ts = [r.timestamp for r in recs]
+            first = min(ts) if first is None else min(first, min(ts))
+            last = max(ts) if last is None else max(last, max(ts))
+    if first is None or last is None:
+        raise RuntimeError(f"the job wrote nothing to {outputs}")
+    return max(last - first, 1) / 1000, counts

@@ -1,9 +1,15 @@
 """Benchmark of dedup + realtime features: events/s per slot of the Flink job against the
-same topology forwarding bytes (``--bare``) in the same run, the core's speed and state size
-per million entities, online-store lookup latency, and a Flink SQL OVER-window aggregation
-for the SQL-vs-Python decision.
+same topology forwarding bytes (bench/bare_operators.py) in the same run, the core's speed
+and state size per million entities, online-store lookup latency, and a Flink SQL
+OVER-window aggregation for the SQL-vs-Python decision.
 
-    .venv/bin/python -m bench.features_bench                  # everything (~2-3 min, 2 cores)
+The core and state figures come from ~60 events per user and ~150 per item (5k users,
+2k items, 300k impressions), so the state holds real histories. The Flink figures time
+each job from its first input read to its last output written (broker append times, see
+``bench.common.mark_start``), on 100k impressions over an hour and over ``--long-days`` of
+event time, feature job and bare twin on the same backlog.
+
+    .venv/bin/python -m bench.features_bench                  # everything (~10 min, 2 cores)
     .venv/bin/python -m bench.features_bench --skip-flink     # core, state, store only
 
 Writes bench/results/features_bench.json.
@@ -20,19 +26,31 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 
-from bench.common import fresh_topics, kafka_for_bench, write_result
+from bench.bare_operators import bare_command
+from bench.common import (
+    fresh_topics,
+    input_to_output_s,
+    kafka_for_bench,
+    log_append_time,
+    mark_start,
+    topic_settings,
+    write_result,
+)
 from streaming.features.online_store import OnlineStore
 from streaming.features.pipeline import FeaturePipeline
 from streaming.features.spec import FeatureSpec
+from streamtrain.kafka_io import TopicsConfig, create_topics
 from streamtrain.paths import REPO_ROOT
 from traffic.generator import GeneratorConfig, TrafficGenerator
 from traffic.producer import produce
 
 log = logging.getLogger("bench.features")
 NOW_MS = 1_800_000_000_000
+OUTPUT_ROLES = ("impressions_enriched", "actions_deduped", "features", "dead_letter")
 
 
 def gen_events(users: int, items: int, impressions: int, seed: int = 3):
@@ -104,29 +122,61 @@ def store_latency(updates: list, n_lookups: int = 20_000) -> dict:
             "get_as_of_p50_us": pct(lat_asof, 50), "get_as_of_p99_us": pct(lat_asof, 99)}
 
 
-def flink_runs(impressions: int) -> dict:
-    events = gen_events(50_000, 5_000, impressions, seed=9)
-    out = {"events": len(events)}
+def flink_run(kafka, base: TopicsConfig, n_in: int, name: str, bare: bool) -> dict:
+    """One bounded run of the feature job (or its bare twin) over ``base``'s inputs into
+    output topics of its own; events/s from first input read to last output written."""
+    outs = {role: f"{getattr(base, role)}.{name}" for role in OUTPUT_ROLES}
+    topics = replace(base, **outs)
+    create_topics(kafka, topics)
+    log_append_time(kafka, list(outs.values()))
+    start = bare_command("features") if bare else [sys.executable, "-m", "streamtrain.cli",
+                                                   "features"]
+    cmd = [*start, "--bounded", "--set", f"kafka.bootstrap={kafka.bootstrap}",
+           "--set", "flink.checkpoint_interval_ms=0", "--set", "features_job.start=earliest",
+           "--set", f"features_job.group_id=fb-{name}"]
+    for role in topics.NAME_FIELDS:
+        cmd += ["--set", f"topics.{role}={getattr(topics, role)}"]
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    wall = time.monotonic() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"{name} failed: {res.stderr[-2000:]}")
+    span, counts = input_to_output_s(kafka, list(outs.values()))
+    r = {"job": "bare" if bare else "features", "input_events": n_in,
+         "outputs": {role: counts[t] for role, t in outs.items()}, "active_s": round(span, 2),
+         "events_per_s": round(n_in / span), "wall_s_with_startup": round(wall, 1)}
+    print(f"{name}: {r['events_per_s']:,} events/s per slot ({n_in:,} events, {r['active_s']}s "
+          f"first input -> last output, {r['wall_s_with_startup']}s with start-up)", flush=True)
+    return r
+
+
+def flink_runs(impressions: int, users: int, items: int, long_days: float) -> dict:
+    """The feature job against its bare twin (same sources, keying, sinks) in the same run,
+    on an hour of event time and on ``long_days`` (same impression count)."""
+    out: dict = {"impressions": impressions, "users": users, "items": items,
+                 "long_days": long_days, "runs": [],
+                 "timing": "first input read (earliest output: a start marker written out) "
+                           "-> last output written, broker append times"}
+    spans = {"hour": 3600.0} | ({"long": long_days * 86400} if long_days > 0 else {})
     with kafka_for_bench(None) as kafka:
-        for name, flags in (("startup_empty", ["--bare"]), ("bare", ["--bare"]), ("features", [])):
-            topics = fresh_topics(kafka, f"fb-{name}")
-            if name != "startup_empty":
-                produce(events, kafka, topics)
-            cmd = [sys.executable, "-m", "streamtrain.cli", "features", "--bounded", *flags,
-                   "--set", f"kafka.bootstrap={kafka.bootstrap}", "--set", "flink.checkpoint_interval_ms=0",
-                   "--set", "features_job.start=earliest", "--set", f"features_job.group_id=fb-{name}"]
-            for role in topics.NAME_FIELDS:
-                cmd += ["--set", f"topics.{role}={getattr(topics, role)}"]
-            t0 = time.monotonic()
-            res = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-            wall = time.monotonic() - t0
-            if res.returncode != 0:
-                raise RuntimeError(f"{name} failed: {res.stderr[-2000:]}")
-            out[f"{name}_wall_s"] = round(wall, 1)
-    startup = out["startup_empty_wall_s"]
-    for name in ("bare", "features"):
-        out[f"{name}_events_per_s_incl_startup"] = round(len(events) / out[f"{name}_wall_s"])
-        out[f"{name}_events_per_s"] = round(len(events) / max(0.1, out[f"{name}_wall_s"] - startup))
+        for span, seconds in spans.items():
+            cfg = GeneratorConfig(seed=9, users=users, items=items, duration_s=seconds,
+                                  impressions_per_s=impressions / seconds, malformed_rate=0.0,
+                                  start_ms=int(time.time() * 1000) - int(seconds * 1000) - 5 * 3600_000)
+            events = list(TrafficGenerator(cfg).events())
+            base = fresh_topics(kafka, f"fb-{span}")
+            topic_settings(kafka, [base.impressions, base.actions], append_time=False)
+            mark_start(kafka, [base.impressions, base.actions], events[0].timestamp_ms)
+            n_in = sum(produce(events, kafka, base).values())
+            for bare in (True, False):
+                name = f"{span}-{'bare' if bare else 'features'}"
+                out["runs"].append(flink_run(kafka, base, n_in, name, bare) | {"span": span})
+    rate = {(r["span"], r["job"]): r["events_per_s"] for r in out["runs"]}
+    out["features_over_bare"] = round(rate["hour", "features"] / rate["hour", "bare"], 3)
+    if "long" in spans:
+        out["features_over_bare_long"] = round(rate["long", "features"] / rate["long", "bare"], 3)
+        out["features_long_over_hour"] = round(rate["long", "features"] / rate["hour", "features"], 3)
+        out["bare_long_over_hour"] = round(rate["long", "bare"] / rate["hour", "bare"], 3)
     return out
 
 
@@ -151,10 +201,16 @@ def flink_sql_over_window(rows: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--users", type=int, default=100_000)
-    p.add_argument("--items", type=int, default=100_000)
-    p.add_argument("--impressions", type=int, default=150_000, help="core/state run")
-    p.add_argument("--flink-impressions", type=int, default=30_000)
+    p.add_argument("--users", type=int, default=5_000)
+    p.add_argument("--items", type=int, default=2_000)
+    p.add_argument("--impressions", type=int, default=300_000, help="core/state run")
+    p.add_argument("--flink-impressions", type=int, default=100_000)
+    p.add_argument("--flink-users", type=int, default=5_000)
+    p.add_argument("--flink-items", type=int, default=1_000)
+    p.add_argument("--long-days", type=float, default=180.0,
+                   help="event-time span of the long-span Flink scenario (0 = skip it)")
+    p.add_argument("--skip-sql", action="store_true")
+    p.add_argument("--tag", default="", help="suffix of the result file name")
     p.add_argument("--skip-flink", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -166,15 +222,20 @@ def main(argv: list[str] | None = None) -> int:
     result["online_store"] = store_latency(updates[:100_000])
     print("online store:", result["online_store"], flush=True)
     if not args.skip_flink:
-        result["flink_job"] = flink_runs(args.flink_impressions)
-        print("flink job (parallelism 1 = one slot):", result["flink_job"], flush=True)
+        result["flink_job"] = flink_runs(args.flink_impressions, args.flink_users,
+                                         args.flink_items, args.long_days)
+        fj = result["flink_job"]
+        print(f"flink job (parallelism 1 = one slot): features / bare = "
+              f"{fj['features_over_bare']}; long / hour span: "
+              f"{fj.get('features_long_over_hour')}", flush=True)
+    if not args.skip_flink and not args.skip_sql:
         try:
             result["flink_sql_over_window"] = flink_sql_over_window(1_000_000)
             print("flink sql over window:", result["flink_sql_over_window"], flush=True)
         except Exception as exc:  # the SQL figure is a side measurement: report, do not fail
             result["flink_sql_over_window"] = {"error": str(exc)[:500]}
             print("flink sql over window failed:", str(exc)[:300], flush=True)
-    path = write_result("features_bench", result)
+    path = write_result("features_bench" + (f"_{args.tag}" if args.tag else ""), result)
     print(f"wrote {path}")
     return 0
 

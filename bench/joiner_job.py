@@ -1,15 +1,21 @@
 """The joiner job end to end on the local MiniCluster (Kafka in -> Kafka out), against a
 bare pass-through of the same shape (two Kafka sources, connect, key by join bucket, a
-keyed co-process function that forwards bytes, Kafka sink) in the same run, plus the join
-latency from action to sample written (policy ``early``, live paced traffic).
+keyed co-process function that forwards bytes, Kafka sink: bench/bare_operators.py) in the
+same run, on two event-time spans of the same event count (an hour, and ``--long-days``),
+plus the join latency from action to sample written (policy ``early``, live paced traffic).
 
-Throughput: both jobs read the same backlog (parallelism 1 = one slot); events/s = input
-events / (last - first broker append time of the output; the sample topics use
-LogAppendTime), so the JVM/Python start-up is not counted. Latency: broker append time of
-each positive sample minus its action's event time (= the time it was produced, paced).
+Throughput: every job reads the same backlog (parallelism 1 = one slot); events/s = input
+events / (first input read -> last output written). The first input read is the broker
+append time of the earliest output: an undecodable marker heads every input partition
+(``bench.common.mark_start``) and is written out as soon as it is read (dead-lettered by
+the joiner, forwarded by the bare job); the last output is the latest append time on the
+job's sample and dead-letter topics (both LogAppendTime).
+So the joiner's waiting window (nothing is emitted before it passes) is inside the clock,
+as is the bare job's; the JVM/Python start-up is not. Inputs keep CreateTime = event time.
 
     python -m bench.joiner_job [--impressions 100000] [--mode thread|process] [--bundle 1000]
-        [--set joiner_job.state_backend=rocksdb --tag rocksdb]   # any setting, both jobs
+        [--long-days 180] [--skip-latency]
+        [--set joiner_job.state_backend=rocksdb --tag rocksdb]   # any setting, every job
 """
 
 from __future__ import annotations
@@ -26,28 +32,26 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import fresh_topics, kafka_for_bench, write_result
+from bench.bare_operators import bare_command
+from bench.common import (
+    fresh_topics,
+    input_to_output_s,
+    kafka_for_bench,
+    log_append_time,
+    mark_start,
+    topic_settings,
+    write_result,
+)
 from schemas import Sample, codec_for
-from streamtrain.kafka_io import KafkaConfig, TopicsConfig, admin_client, read_all
+from streamtrain.kafka_io import TopicsConfig, create_topics, read_all
 from streamtrain.paths import REPO_ROOT
 from traffic.generator import GeneratorConfig, TrafficGenerator
 from traffic.producer import produce
 
 
-def _topic_settings(kafka: KafkaConfig, topics: TopicsConfig) -> None:
-    from kafka.admin import ConfigResource, ConfigResourceType
-
-    admin = admin_client(kafka)
-    try:
-        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, n, configs={
-            "retention.ms": "-1", "message.timestamp.type": "LogAppendTime"})
-            for n in topics.names()])
-    finally:
-        admin.close()
-
-
-def _cmd(kafka, topics, work: Path, args, *extra: str) -> list[str]:
-    cmd = [sys.executable, "-m", "streamtrain.cli", "join",
+def _cmd(kafka, topics, work: Path, args, *extra: str, bare: bool = False) -> list[str]:
+    start = bare_command("join") if bare else [sys.executable, "-m", "streamtrain.cli", "join"]
+    cmd = [*start,
            "--set", f"kafka.bootstrap={kafka.bootstrap}",
            "--set", f"joiner_job.checkpoint_dir={work / 'chk'}",
            "--set", f"joiner_job.kv_dir={work / 'kv'}",
@@ -64,17 +68,16 @@ def _cmd(kafka, topics, work: Path, args, *extra: str) -> list[str]:
 
 
 def throughput(kafka, topics, work, args, n_in: int, bare: bool) -> dict:
-    extra = ["--bounded", "joiner.window_ms=10000"] + (["--bare"] if bare else [])
+    extra = ["--bounded", "joiner.window_ms=10000"]
     t0 = time.monotonic()
-    res = subprocess.run(_cmd(kafka, topics, work, args, *extra), cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(_cmd(kafka, topics, work, args, *extra, bare=bare), cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=900)
     wall = time.monotonic() - t0
     if res.returncode != 0:
         raise SystemExit(res.stderr[-3000:])
-    out = read_all(kafka, topics.samples, timeout_s=120)
-    ts = sorted(r.timestamp for r in out)
-    span = max((ts[-1] - ts[0]) / 1000, 1e-3)
-    return {"job": "bare" if bare else "joiner", "input_events": n_in, "output_records": len(out),
+    span, counts = input_to_output_s(kafka, [topics.samples, topics.dead_letter])
+    return {"job": "bare" if bare else "joiner", "input_events": n_in,
+            "output_records": counts[topics.samples], "dead_letters": counts[topics.dead_letter],
             "active_s": round(span, 2), "events_per_s": round(n_in / span),
             "wall_s_with_startup": round(wall, 1)}
 
@@ -111,48 +114,78 @@ def latency(kafka, topics, work, args, seconds: float, rate: float) -> dict:
             "p99_ms": float(np.percentile(a, 99)) if len(a) else None}
 
 
-def main() -> None:
+def backlog(kafka, span: str, n_impressions: int, long_days: float) -> tuple[TopicsConfig, int]:
+    """Fresh input topics holding ``n_impressions`` (and their actions) over an hour or
+    over ``long_days``, headed by start markers; returns them and the event count."""
+    base = fresh_topics(kafka, f"joinerbench-{span}")
+    seconds = 3600.0 if span == "hour" else long_days * 86400
+    now = int(time.time() * 1000)
+    gen = TrafficGenerator(GeneratorConfig(seed=1, duration_s=seconds,
+                                           impressions_per_s=n_impressions / seconds,
+                                           malformed_rate=0.0),
+                           now_ms=now - int(seconds * 1000) - 3600_000)
+    events = list(gen.events())
+    topic_settings(kafka, [base.impressions, base.actions], append_time=False)
+    mark_start(kafka, [base.impressions, base.actions], events[0].timestamp_ms)
+    sent = produce(events, kafka, base)
+    return base, sum(sent.values())
+
+
+def run_job(kafka, base: TopicsConfig, work: Path, args, n_in: int, span: str,
+            bare: bool) -> dict:
+    name = f"{span}-{'bare' if bare else 'join'}"
+    topics = replace(base, samples=f"{base.samples}.{name}",
+                     dead_letter=f"{base.dead_letter}.{name}")
+    create_topics(kafka, topics)
+    log_append_time(kafka, [topics.samples, topics.dead_letter])
+    r = throughput(kafka, topics, work / name, args, n_in, bare) | {"span": span}
+    print(f"{r['job']} ({span} span): {r['events_per_s']:,} events/s per slot "
+          f"({n_in:,} events, {r['output_records']:,} out, {r['active_s']}s first input -> "
+          f"last output, {r['wall_s_with_startup']}s with start-up)", flush=True)
+    return r
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--impressions", type=int, default=100_000)
     p.add_argument("--mode", default="thread", choices=["thread", "process"])
     p.add_argument("--bundle", type=int, default=1000)
+    p.add_argument("--long-days", type=float, default=180.0,
+                   help="event-time span of the long-span scenario (0 = skip it)")
     p.add_argument("--latency-seconds", type=float, default=30)
     p.add_argument("--latency-rate", type=float, default=300)
     p.add_argument("--bootstrap", default=None)
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting for both jobs (e.g. flink.state_cache_size=1000)")
+                   help="a setting for every job (e.g. flink.state_cache_size=1000)")
     p.add_argument("--tag", default="", help="suffix of the result file name")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    spans = ["hour"] + (["long"] if args.long_days > 0 else [])
     with kafka_for_bench(args.bootstrap) as kafka, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        base = fresh_topics(kafka, "joinerbench")
-        _topic_settings(kafka, base)
-        rate = 2000.0
-        gen = TrafficGenerator(GeneratorConfig(seed=1, duration_s=args.impressions / rate,
-                                               impressions_per_s=rate, malformed_rate=0.0),
-                               now_ms=int(time.time() * 1000) - 3600_000)
-        sent = produce(gen.events(), kafka, base)
-        n_in = sum(sent.values())
-        runs = []
-        for bare in (True, False):
-            topics = replace(base, samples=f"{base.samples}.{'bare' if bare else 'join'}")
-            from streamtrain.kafka_io import create_topics
-            create_topics(kafka, topics)
-            _topic_settings(kafka, topics)
-            runs.append(throughput(kafka, topics, work / ("bare" if bare else "join"), args,
-                                   n_in, bare))
-            print(f"{runs[-1]['job']}: {runs[-1]['events_per_s']:,} events/s per slot "
-                  f"({n_in:,} events, {runs[-1]['output_records']:,} out, "
-                  f"{runs[-1]['active_s']}s active, {runs[-1]['wall_s_with_startup']}s with start-up)")
-        ratio = runs[1]["events_per_s"] / runs[0]["events_per_s"]
-        print(f"joiner / bare pass-through = {ratio:.2f}")
-        result = {"mode": args.mode, "bundle_size": args.bundle, "parallelism": 1,
-                  "settings": args.settings,
-                  "throughput": runs, "joiner_over_bare": round(ratio, 3)}
+        runs: list[dict] = []
+        for span in spans:
+            base, n_in = backlog(kafka, span, args.impressions, args.long_days)
+            for bare in (True, False):
+                runs.append(run_job(kafka, base, work, args, n_in, span, bare))
+        rate = {(r["span"], r["job"]): r["events_per_s"] for r in runs}
+        result: dict = {"mode": args.mode, "bundle_size": args.bundle, "parallelism": 1,
+                        "settings": args.settings, "impressions": args.impressions,
+                        "long_days": args.long_days, "throughput": runs,
+                        "timing": "first input read (earliest output: a start marker written out) "
+                                  "-> last output written, broker append times",
+                        "joiner_over_bare": round(rate["hour", "joiner"] / rate["hour", "bare"], 3)}
+        print(f"joiner / bare (hour span) = {result['joiner_over_bare']:.2f}")
+        if "long" in spans:
+            result["joiner_over_bare_long"] = round(rate["long", "joiner"] / rate["long", "bare"], 3)
+            result["joiner_long_over_hour"] = round(rate["long", "joiner"] / rate["hour", "joiner"], 3)
+            result["bare_long_over_hour"] = round(rate["long", "bare"] / rate["hour", "bare"], 3)
+            print(f"joiner / bare ({args.long_days:g}-day span) = {result['joiner_over_bare_long']:.2f}; "
+                  f"long / hour span: joiner {result['joiner_long_over_hour']:.2f}, "
+                  f"bare {result['bare_long_over_hour']:.2f}")
         if not args.skip_latency:
             live = fresh_topics(kafka, "joinerlat")
-            _topic_settings(kafka, live)
+            log_append_time(kafka, [live.samples])
             result["latency"] = latency(kafka, live, work / "lat", args, args.latency_seconds,
                                         args.latency_rate)
             lt = result["latency"]
@@ -162,7 +195,8 @@ def main() -> None:
         name = f"joiner_job_{args.mode}" + ("" if args.bundle == 1000 else f"_b{args.bundle}") \
             + (f"_{args.tag}" if args.tag else "")
         print("wrote", write_result(name, result))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -84,8 +84,10 @@ def run(kafka: KafkaConfig, n: int) -> dict:
     return {
         "records": n, "slots": SLOTS, "bytes_per_record": round(mb * 1e6 / n, 1),
         "codec_only": {"encode_per_s": round(n / encode_s), "decode_per_s": round(n / decode_s)},
-        "baseline_raw_bytes": {"produce_msgs_per_s": round(n / raw_prod), "consume_msgs_per_s": round(n / raw_cons),
-                               "produce_mb_per_s": round(mb / raw_prod, 1), "consume_mb_per_s": round(mb / raw_cons, 1)},
+        "baseline_raw_bytes": {"produce_msgs_per_s": round(n / raw_prod),
+                               "consume_msgs_per_s": round(n / raw_cons),
+                               "produce_mb_per_s": round(mb / raw_prod, 1),
+                               "consume_mb_per_s": round(mb / raw_cons, 1)},
         "with_codec": {"produce_msgs_per_s": round(n / codec_prod), "consume_msgs_per_s": round(n / codec_cons),
                        "produce_mb_per_s": round(mb / codec_prod, 1), "consume_mb_per_s": round(mb / codec_cons, 1),
                        "roundtrip_msgs_per_s": round(n / (codec_prod + codec_cons))},

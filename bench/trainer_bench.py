@@ -73,7 +73,8 @@ def bytes_per_id(device: str, n_ids: int) -> dict:
     for k in range(5):
         table.rows_for(queries, now_ms=k, train=True)  # count, stamp, admission check
     train_lookup = 5 * len(queries) / (time.perf_counter() - t0)
-    return {"id_lookups_per_s": round(lookup), "id_train_lookups_per_s": round(train_lookup),"live_ids": table.num_live, "bytes_total": total,
+    return {"id_lookups_per_s": round(lookup), "id_train_lookups_per_s": round(train_lookup),
+            "live_ids": table.num_live, "bytes_total": total,
             "bytes_per_live_id": round(total / table.num_live, 1),
             "bytes_per_live_id_payload": per_row_payload,
             "note": "total includes spare capacity of the doubling arrays and the hash index"}
@@ -126,8 +127,9 @@ def main() -> None:
         print(f"train step  device={args.device} batch={bs:5d}  {r['samples_per_s']:>9,} samples/s  "
               f"(median step {r['ms_per_step_median']:.1f} ms; mean-based {r['samples_per_s_mean']:,}/s)")
     result["memory"] = bytes_per_id(args.device, args.ids)
-    print(f"memory      {result['memory']['live_ids']:,} live ids  "
-          f"{result['memory']['bytes_per_live_id']} bytes/live id (payload {result['memory']['bytes_per_live_id_payload']})")
+    mem = result["memory"]
+    print(f"memory      {mem['live_ids']:,} live ids  "
+          f"{mem['bytes_per_live_id']} bytes/live id (payload {mem['bytes_per_live_id_payload']})")
     print(f"id -> row   {result['memory']['id_lookups_per_s']:,} lookups/s, "
           f"{result['memory']['id_train_lookups_per_s']:,} training lookups/s (1M live ids)")
     if not args.skip_kafka:

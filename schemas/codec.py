@@ -6,10 +6,15 @@ Avro body. The fingerprint lets a reader that knows several versions of a schema
 writer schema and resolve it to its own (add fields with defaults, and old data still
 reads), and any Avro library (Java's ``BinaryMessageDecoder`` included) can read it.
 
-    codec = codec_for(Sample)
-    data = codec.encode(sample)
-    sample = codec.decode(data)                 # raises DecodeError on bad bytes
-    rec = codec.decode_or_dead_letter(data, stage="joiner", topic="samples", now_ms=t)
+>>> from schemas import Sample
+>>> codec = codec_for(Sample)
+>>> sample = Sample("r1", user_id=7, item_id=42, event_time_ms=1_700_000_000_000,
+...                 emit_time_ms=1_700_000_000_500, label_types=["click"])
+>>> data = codec.encode(sample)
+>>> data[:2].hex(), codec.decode(data) == sample    # decode raises DecodeError on bad bytes
+('c301', True)
+>>> codec.decode_or_dead_letter(b"xx", stage="joiner", topic="samples", now_ms=1).reason
+'undecodable: not an Avro single-object message (missing C3 01 marker)'
 
 Older versions of a schema live in ``schemas/avro/history/<stem>.v<N>.avsc``; they are
 registered as readable writer schemas at import.
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import io
 import json
-import struct
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -37,31 +42,43 @@ R = TypeVar("R")
 
 
 def load_schema(path: Path) -> dict[str, Any]:
-    """Parse an .avsc file into fastavro's parsed form."""
+    """Parse an .avsc file (a record schema) into fastavro's parsed form."""
     try:
-        return fastavro.parse_schema(json.loads(path.read_text()))
+        parsed = fastavro.parse_schema(json.loads(path.read_text()))
     except (ValueError, fastavro.schema.SchemaParseException) as exc:
         raise SchemaError(f"cannot parse Avro schema {path}: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise SchemaError(f"Avro schema {path} is not a record schema: {parsed!r}")
+    return parsed
 
 
 def schema_fingerprint(parsed: dict[str, Any]) -> bytes:
-    """The 8-byte little-endian CRC-64-AVRO fingerprint used in the single-object header."""
+    """The 8-byte little-endian CRC-64-AVRO fingerprint used in the single-object header.
+    fastavro (like Java's ``SchemaNormalization.parsingFingerprint``) already gives those 8
+    bytes in header order; Apache Avro's Java ``BinaryMessageDecoder`` reads exactly them
+    (tests/sync/test_delta_reader_java.py)."""
     canonical = fastavro.schema.to_parsing_canonical_form(parsed)
-    value = int(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"), 16)
-    return struct.pack("<Q", value)
+    return bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+
+
+def legacy_fingerprint(fp: bytes) -> bytes:
+    """The header this codec wrote before it followed the spec (the 8 bytes reversed);
+    still read, so data already in topics and state stays decodable."""
+    return fp[::-1]
 
 
 class Codec(Generic[R]):
     """Encodes and decodes one record type; knows every version of its schema."""
 
-    def __init__(self, record_type: type[R], schema_path: Path, history: list[Path] = ()):
+    def __init__(self, record_type: type[R], schema_path: Path, history: Sequence[Path] = ()):
         self.record_type = record_type
         self.schema = load_schema(schema_path)
         self.fingerprint = schema_fingerprint(self.schema)
         self._header = MAGIC + self.fingerprint
         self._names = [f["name"] for f in self.schema["fields"]]
         # fingerprint -> writer schema (None for our own schema: no resolution needed)
-        self._writers: dict[bytes, dict[str, Any] | None] = {self.fingerprint: None}
+        self._writers: dict[bytes, dict[str, Any] | None] = {self.fingerprint: None,
+                                                             legacy_fingerprint(self.fingerprint): None}
         for path in history:
             self.register_writer(load_schema(path))
 
@@ -69,7 +86,7 @@ class Codec(Generic[R]):
         """Accept data written with another version of this schema."""
         fp = schema_fingerprint(parsed)
         if fp != self.fingerprint:
-            self._writers[fp] = parsed
+            self._writers[fp] = self._writers[legacy_fingerprint(fp)] = parsed
 
     def encode(self, record: R) -> bytes:
         buf = io.BytesIO()
@@ -109,6 +126,8 @@ class Codec(Generic[R]):
             raise DecodeError(
                 f"{len(data) - buf.tell()} trailing bytes after a {self.record_type.__name__} body"
             )
+        if not isinstance(datum, dict):  # a record schema always reads a dict
+            raise DecodeError(f"{self.record_type.__name__} body is not a record: {type(datum).__name__}")
         return self.record_type(**datum)
 
     def decode_or_dead_letter(

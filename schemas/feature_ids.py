@@ -4,7 +4,10 @@ An id encodes (slot, value) so equal raw values in different slots never share a
 integers go through splitmix64, strings through blake2b. Deterministic across processes and
 machines (serving computes the same ids as training).
 
-    feature_id(3, 12345) -> int64      feature_id(0, "android") -> int64
+>>> feature_id(3, 12345), feature_id(0, "android")
+(3248991505913717303, -484459315406349648)
+>>> feature_id(0, 12345) != feature_id(3, 12345)
+True
 """
 
 from __future__ import annotations

@@ -2,12 +2,23 @@
 key selectors that run on every record (Flink ``key_by``). Both schemas start with
 schema_version, request_id, user_id, item_id after the 10-byte single-object header.
 
-    rid, user_id, item_varint = peek_ids(raw)     # raises IndexError on truncated bytes
+>>> from schemas import Impression, codec_for
+>>> raw = codec_for(Impression).encode(Impression("r1", user_id=7, item_id=42, event_time_ms=0))
+>>> peek_ids(raw)                    # raises IndexError on truncated bytes
+(b'r1', 7, b'T')
 """
 
 from __future__ import annotations
 
 from schemas.codec import HEADER_LEN
+
+LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1  # an Avro long, a Flink LONG key
+
+
+def fits_long(value: int) -> bool:
+    """Whether a peeked varint is an Avro long: a corrupt one (more than 64 bits) reads here
+    as a larger Python int, while the Avro decoder silently wraps it."""
+    return LONG_MIN <= value <= LONG_MAX
 
 
 def varint_end(data: bytes, pos: int) -> int:
@@ -30,9 +41,39 @@ def zigzag(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def peek_ids(data: bytes) -> tuple[bytes, int, bytes]:
-    """(request_id bytes, user_id, item_id's raw varint bytes) of an Impression/Action."""
+    """(request_id bytes, user_id, item_id's raw varint bytes) of an Impression/Action.
+    user_id may exceed a long on corrupt bytes (``fits_long``)."""
     pos = varint_end(data, HEADER_LEN)  # schema_version
     n, pos = zigzag(data, pos)  # request_id length
     rid = data[pos:pos + n]
     user_id, pos = zigzag(data, pos + n)
     return rid, user_id, data[pos:varint_end(data, pos)]
+
+
+def peek_action_time(data: bytes) -> int:
+    """event_time_ms of an Action message without a full decode (after schema_version,
+    request_id, user_id, item_id, action_type).
+
+    >>> from schemas import Action, codec_for
+    >>> peek_action_time(codec_for(Action).encode(Action("r1", 7, 42, "click", event_time_ms=1234)))
+    1234
+    """
+    pos = varint_end(data, HEADER_LEN)          # schema_version
+    n, pos = zigzag(data, pos)                   # request_id
+    pos = varint_end(data, varint_end(data, pos + n))  # user_id, item_id
+    n, pos = zigzag(data, pos)                   # action_type
+    return zigzag(data, pos + n)[0]
+
+
+def peek_impression_time(data: bytes) -> int:
+    """event_time_ms of an Impression message without a full decode (after schema_version,
+    request_id, user_id, item_id).
+
+    >>> from schemas import Impression, codec_for
+    >>> peek_impression_time(codec_for(Impression).encode(Impression("r1", 7, 42, event_time_ms=99)))
+    99
+    """
+    pos = varint_end(data, HEADER_LEN)          # schema_version
+    n, pos = zigzag(data, pos)                   # request_id
+    pos = varint_end(data, varint_end(data, pos + n))  # user_id, item_id
+    return zigzag(data, pos)[0]

@@ -50,6 +50,8 @@ class Sample:
     label_types: list[str] = field(default_factory=list)
     label_delays_ms: list[int] = field(default_factory=list)
     weight: float = 1.0
+    # the joiner's negative keep rate r on every sample it emits, positives included
+    # (schemas/contracts.py SAMPLE_RATE_CONTRACT)
     sample_rate: float = 1.0
     flags: int = 0
     schema_version: int = 1

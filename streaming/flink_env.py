@@ -1,6 +1,7 @@
 """Building blocks every PyFlink job of streamtrain shares: the execution environment (Python
 worker settings, connector jar, checkpointing), Kafka byte sources and sinks, the dead-letter
-side output and the event-time watermark strategy.
+side output and the event-time watermark strategy. ``streaming.job_skeleton`` runs every
+job on them (flags, settings, topics, environment, ``execute``).
 
 Records cross Kafka as raw bytes (``ByteArraySchema``); the step before a sink must declare
 ``output_type=BYTES`` or PyFlink pickles the values. Event time is the Kafka record timestamp,
@@ -13,16 +14,26 @@ which the generator and the replay tool set to the event's own time.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from streamtrain.config import check
 from streamtrain.kafka_io import KafkaConfig
 from streamtrain.paths import JARS_DIR
 
+log = logging.getLogger(__name__)
 CONNECTOR_JAR_GLOB = "flink-sql-connector-kafka-*.jar"
+ExecutionMode = Literal["thread", "process"]
+StartFrom = Literal["earliest", "latest", "committed"]  # where a Kafka source starts reading
+EXECUTION_MODES: tuple[ExecutionMode, ...] = get_args(ExecutionMode)
+START_FROM: tuple[StartFrom, ...] = get_args(StartFrom)
+StateBackend = Literal["hashmap", "rocksdb"]
+STATE_BACKENDS: tuple[StateBackend, ...] = get_args(StateBackend)
+RETAINED_CHECKPOINTS = 3  # execution.checkpointing.num-retained of a job with durable state
 
 
 class FlinkSetupError(RuntimeError):
@@ -32,7 +43,7 @@ class FlinkSetupError(RuntimeError):
 @dataclass(frozen=True)
 class FlinkConfig:
     parallelism: int = 1
-    execution_mode: str = "thread"  # thread: ~2x the throughput of process mode (DESIGN.md field notes)
+    execution_mode: ExecutionMode = "thread"  # thread: ~1.8x process mode's throughput (docs/joiner.md)
     bundle_size: int = 1000
     bundle_time_ms: int = 1000
     state_cache_size: int = 100_000
@@ -43,7 +54,7 @@ class FlinkConfig:
 
     def __post_init__(self) -> None:
         check(self.parallelism >= 1, "flink.parallelism", self.parallelism, ">= 1")
-        check(self.execution_mode in ("thread", "process"), "flink.execution_mode",
+        check(self.execution_mode in EXECUTION_MODES, "flink.execution_mode",
               self.execution_mode, "thread or process")
         check(self.bundle_size >= 1, "flink.bundle_size", self.bundle_size, ">= 1")
         check(self.bundle_time_ms >= 1, "flink.bundle_time_ms", self.bundle_time_ms, ">= 1")
@@ -92,6 +103,49 @@ def make_env(cfg: FlinkConfig, with_jar: bool = True, extra: dict[str, str] | No
     return env
 
 
+def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The newest completed checkpoint (``<dir>/<job id>/chk-<n>`` with ``_metadata``): the
+    latest written, the higher ``n`` on a tie (a restored job continues the numbers)."""
+    metas = list(Path(checkpoint_dir).glob("*/chk-*/_metadata"))
+
+    def newest(meta: Path) -> tuple[float, int]:
+        n = meta.parent.name.removeprefix("chk-")
+        return meta.stat().st_mtime, int(n) if n.isdigit() else -1
+    return max(metas, key=newest).parent if metas else None
+
+
+def checkpoint_settings(checkpoint_dir: str, restore: str = "", state_backend: str = "hashmap",
+                        max_restarts: int = -1, label: str = "job") -> dict[str, str]:
+    """Flink settings of a job with durable state (``make_env(extra=...)``): checkpoints go to
+    ``checkpoint_dir`` (a local path or a URI such as ``s3://...``), the newest
+    ``RETAINED_CHECKPOINTS`` are kept when the job is cancelled or dies; ``state_backend``;
+    ``max_restarts`` -1 keeps Flink's restart strategy, 0 none (fail fast), n at most n
+    fixed-delay restarts; ``restore``: ``latest`` (the newest completed checkpoint in
+    ``checkpoint_dir``, a fresh start when there is none), a checkpoint path, or empty (a
+    fresh start). A restored job resumes its Kafka sources from the offsets in the checkpoint
+    (the sources' ``start`` applies to a fresh start only) together with its keyed state and
+    timers."""
+    chk = Path(checkpoint_dir).resolve().as_uri() if "://" not in checkpoint_dir else checkpoint_dir
+    settings = {
+        "execution.checkpointing.dir": chk,
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.num-retained": str(RETAINED_CHECKPOINTS),
+        "state.backend.type": state_backend,
+    }
+    if max_restarts == 0:
+        settings["restart-strategy.type"] = "none"
+    elif max_restarts > 0:
+        settings.update({"restart-strategy.type": "fixed-delay",
+                         "restart-strategy.fixed-delay.attempts": str(max_restarts)})
+    if restore == "latest":
+        found = latest_checkpoint(checkpoint_dir)
+        restore = str(found) if found else ""
+        log.info("%s restore=latest checkpoint=%s", label, restore or "none (fresh start)")
+    if restore:
+        settings["execution.state-recovery.path"] = restore
+    return settings
+
+
 def bytes_type():
     from pyflink.common import Types
 
@@ -105,13 +159,12 @@ def dead_letter_tag():
 
 
 def kafka_source(kafka: KafkaConfig, topics: list[str], group_id: str, bounded: bool = False,
-                 start: str = "earliest"):
+                 start: StartFrom = "earliest"):
     """Bytes from Kafka. ``bounded`` stops at the offsets that were latest when the job started
     (tests and the demo end by themselves). ``start``: earliest | latest | committed (resume a
     consumer group from its committed offsets, earliest where it has none)."""
     from pyflink.common.serialization import ByteArraySchema
-    from pyflink.datastream.connectors.kafka import (KafkaOffsetResetStrategy,
-                                                     KafkaOffsetsInitializer, KafkaSource)
+    from pyflink.datastream.connectors.kafka import KafkaOffsetResetStrategy, KafkaOffsetsInitializer, KafkaSource
 
     starts = {
         "earliest": KafkaOffsetsInitializer.earliest,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from streamtrain.config import check
 
@@ -64,9 +66,10 @@ class TopicsConfig:
     NAME_FIELDS = ("impressions", "actions", "samples", "features", "model_deltas", "model_dense",
                    "dead_letter", "impressions_enriched", "actions_deduped")
 
-    def suffixed(self, suffix: str) -> "TopicsConfig":
+    def suffixed(self, suffix: str) -> TopicsConfig:
         """The same settings with every topic name suffixed (tests and benchmarks keep apart)."""
-        return dataclasses.replace(self, **{f: f"{getattr(self, f)}.{suffix}" for f in self.NAME_FIELDS})
+        renamed: dict[str, Any] = {f: f"{getattr(self, f)}.{suffix}" for f in self.NAME_FIELDS}
+        return dataclasses.replace(self, **renamed)
 
     def names(self) -> list[str]:
         return [getattr(self, f) for f in self.NAME_FIELDS]
@@ -101,7 +104,7 @@ def admin_client(kafka: KafkaConfig):
         ) from exc
 
 
-def create_topics(kafka: KafkaConfig, topics: TopicsConfig, extra: list[str] = ()) -> list[str]:
+def create_topics(kafka: KafkaConfig, topics: TopicsConfig, extra: Sequence[str] = ()) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -144,13 +147,22 @@ def make_producer(kafka: KafkaConfig, **overrides):
     return KafkaProducer(**settings)
 
 
-def make_consumer(kafka: KafkaConfig, *topics: str, **overrides):
+ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
+
+
+def make_consumer(kafka: KafkaConfig, *topics: str, isolation_level: str = "read_uncommitted",
+                  **overrides):
+    """A consumer with the system's settings. ``isolation_level="read_committed"`` returns
+    only records of committed transactions (and non-transactional ones), and reads no
+    further than the last stable offset: what a reader of an ``exactly_once`` writer needs."""
     from kafka import KafkaConsumer
 
+    check(isolation_level in ISOLATION_LEVELS, "isolation_level", isolation_level,
+          " | ".join(ISOLATION_LEVELS))
     settings = dict(bootstrap_servers=kafka.bootstrap, client_id=kafka.client_id,
                     auto_offset_reset="earliest", enable_auto_commit=False,
                     max_poll_records=2000, fetch_max_bytes=64 * 1024 * 1024,
-                    request_timeout_ms=kafka.request_timeout_ms)
+                    request_timeout_ms=kafka.request_timeout_ms, isolation_level=isolation_level)
     settings.update(overrides)
     return KafkaConsumer(*topics, **settings)
 
@@ -167,32 +179,55 @@ def topic_partitions(kafka: KafkaConfig, topic: str) -> list[int]:
     return sorted(p["partition_index"] for p in described[0]["partitions"])
 
 
+def assign(consumer, kafka: KafkaConfig, topic: str, start: dict[int, int] | None = None,
+           partitions: list[int] | None = None) -> list:
+    """Assign ``consumer`` every partition of ``topic`` (or ``partitions``) and seek each to
+    ``start[partition]``, or to the beginning where ``start`` has none. Returns the
+    ``TopicPartition`` list."""
+    from kafka import TopicPartition
+
+    parts = topic_partitions(kafka, topic) if partitions is None else partitions
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    for tp in tps:
+        if start and tp.partition in start:
+            consumer.seek(tp, start[tp.partition])
+        else:
+            consumer.seek_to_beginning(tp)
+    return tps
+
+
+def drain(consumer, tps: list, timeout_s: float | None = 30.0, expected: int | None = None,
+          until_end: bool = True) -> Iterator[list]:
+    """Poll the assigned partitions ``tps`` and yield each non-empty poll's records (one list
+    per poll). Stops once every partition reached the end offset it had when draining began
+    (``until_end``), or once ``expected`` records came, or at ``timeout_s``; with
+    ``until_end=False`` and no ``expected`` it polls until the timeout (``None``: forever)."""
+    end = consumer.end_offsets(tps)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    seen = 0
+    while deadline is None or time.monotonic() < deadline:
+        polled = consumer.poll(timeout_ms=200)
+        records = [r for recs in polled.values() for r in recs]
+        if records:
+            seen += len(records)
+            yield records
+        if expected is not None:
+            if seen >= expected:
+                return
+            continue
+        if until_end and all(consumer.position(tp) >= end[tp] for tp in tps):
+            return
+
+
 def read_all(kafka: KafkaConfig, topic: str, expected: int | None = None,
              timeout_s: float = 30.0) -> list:
     """Read a topic from the beginning: until ``expected`` records arrived (or the timeout),
     or, without ``expected``, up to the end offsets seen at the start. For tests, tools and
     the demo."""
-    from kafka import TopicPartition
-
     consumer = make_consumer(kafka, group_id=None)
     try:
-        deadline = time.monotonic() + timeout_s
-        parts = topic_partitions(kafka, topic)
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out: list = []
-        while time.monotonic() < deadline:
-            batch = consumer.poll(timeout_ms=200)
-            for recs in batch.values():
-                out.extend(recs)
-            if expected is not None:
-                if len(out) >= expected:
-                    break
-                continue
-            if not batch and all(consumer.position(tp) >= end[tp] for tp in tps):
-                break
-        return out
+        tps = assign(consumer, kafka, topic)
+        return [r for records in drain(consumer, tps, timeout_s, expected) for r in records]
     finally:
         consumer.close()

@@ -46,9 +46,9 @@ class LocalKafkaConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         object.__setattr__(self, "jars_dir", Path(self.jars_dir))
-        check(1 <= self.port <= 65535, "kafka.port", self.port, "a TCP port 1..65535")
+        check(1 <= self.port <= 65535, "local_kafka.port", self.port, "a TCP port 1..65535")
         check(1 <= self.controller_port <= 65535 and self.controller_port != self.port,
-              "kafka.controller_port", self.controller_port, "a TCP port other than kafka.port")
+              "local_kafka.controller_port", self.controller_port, "a TCP port other than local_kafka.port")
         check(self.start_timeout_s > 0, "kafka.start_timeout_s", self.start_timeout_s, "> 0")
 
     @property
@@ -116,7 +116,7 @@ class LocalKafka:
         if port_open(cfg.host, cfg.port):
             raise LocalKafkaError(
                 f"port {cfg.port} is already in use by another process; "
-                "stop it or choose another with --set kafka.port=..."
+                "stop it or choose another with --set local_kafka.port=..."
             )
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_properties()

@@ -1,9 +1,11 @@
 """Model delivery to serving: the trainer side publishes, the serving side applies.
 
-Trainer side (inside the training loop, between batches)::
+Trainer side (inside the training loop, between batches; ``trainer`` is any
+``sync.source.ModelSource``, e.g. ``trainer.Trainer``)::
 
     publisher = ModelPublisher(PublisherConfig(model="ctr"), kafka, topics, trainer)
-    publisher.tick(now_s=time.time())     # pushes sparse deltas / dense + dump when due
+    trainer.train_batch(batch)
+    publisher.tick()                      # pushes sparse deltas / dense + dump when due
 
 Serving side (what a user's serving system embeds)::
 

@@ -1,57 +1,58 @@
-"""``streamtrain serve``: the reference serving replica over HTTP.
+"""``streamtrain serve``: the reference serving replica over HTTP (ASGI app on uvicorn).
 
     streamtrain serve --set serve.model=ctr --set serve.port=8500 --set kafka.bootstrap=host:9092
+    streamtrain serve --openapi            # print the OpenAPI document (docs/openapi.json)
 
 Sections read: ``[serve]`` (ReplicaConfig), ``[kafka]``, ``[topics]``. Runs until SIGINT/SIGTERM.
+Routes: POST /predict, GET /health /ready /metrics /status /openapi.json (``sync.app``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import signal
-import threading
 
-from streamtrain import cli_common
+from streamtrain import flags
 from streamtrain.config import ConfigError
 from streamtrain.kafka_io import KafkaConfig, KafkaIOError, TopicsConfig
+from sync.api import openapi_document
+from sync.app import make_app
 from sync.config import ReplicaConfig
 from sync.errors import SyncError
 from sync.replica import ServingReplica
-from sync.server import make_server
+from sync.server import ReplicaServer
 
 log = logging.getLogger(__name__)
 
 
-def run(config: ReplicaConfig, kafka: KafkaConfig, topics: TopicsConfig,
-        ready: threading.Event | None = None) -> int:
+def run(config: ReplicaConfig, kafka: KafkaConfig, topics: TopicsConfig) -> int:
+    import torch
+
+    torch.set_num_threads(config.torch_threads)
     replica = ServingReplica(config, kafka, topics)
-    replica.start()
-    server = make_server(replica, config.host, config.port)
-    host, port = server.server_address[:2]
-    print(f"serving model={config.model} on http://{host}:{port} "
-          f"(/predict /health /metrics)", flush=True)
-    stop = lambda *_: threading.Thread(target=server.shutdown, daemon=True).start()  # noqa: E731
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-    if ready is not None:
-        ready.set()
     try:
-        server.serve_forever(poll_interval=0.2)
+        replica.start()
+        server = ReplicaServer(make_app(replica), config.host, config.port)
+        print(f"serving model={config.model} on http://{server.host}:{server.port} "
+              f"(/predict /health /ready /metrics /status /openapi.json)", flush=True)
+        server.serve()  # until SIGINT/SIGTERM
     finally:
-        server.server_close()
         replica.close()
     return 0
 
 
 def main(argv: list[str]) -> int:
-    p = cli_common.parser("serve", "reference serving replica: applies model deltas, "
+    p = flags.parser("serve", "reference serving replica: applies model deltas, "
                                    "answers predictions over HTTP")
+    p.add_argument("--openapi", action="store_true",
+                   help="print the OpenAPI document for this config and exit")
     args = p.parse_args(argv)
     try:
-        return run(cli_common.load(args, ReplicaConfig, "serve"),
-                   cli_common.load(args, KafkaConfig, "kafka"),
-                   cli_common.load(args, TopicsConfig, "topics"))
+        config = flags.load(args, ReplicaConfig, "serve")
+        if args.openapi:
+            print(json.dumps(openapi_document(config.max_batch, config.max_body_bytes), indent=2))
+            return 0
+        return run(config, flags.load(args, KafkaConfig, "kafka"), flags.load(args, TopicsConfig, "topics"))
     except (ConfigError, SyncError, KafkaIOError) as exc:
         log.error("serve failed: %s", exc)
         return 1

@@ -6,31 +6,38 @@
     consumer.bootstrap()            # latest complete dump -> store, seek to its offsets
     while serving:
         consumer.poll(timeout_ms=100)   # apply what arrived (deltas and dense versions)
-    rows, found = store.lookup("emb", ids, dim=16)
+    with consumer.snapshot() as snap:   # from any thread: one whole version, pinned
+        rows, found = snap.lookup("emb", ids, dim=16)
+        version = snap.version
 
 It reads its shards' partitions of ``model-deltas`` (all, or ``shards``) with manual
 assignment and commits its positions to its own consumer group (one per replica, so every
 replica sees every update and operators can watch each replica's lag). Undecodable or
 malformed messages go to the dead-letter topic; a gap in versions is logged, counted and
-passed to ``on_gap``.
+passed to ``on_gap``. A version becomes visible atomically, once every part of it on every
+shard this consumer reads arrived (``sync.applier``, ``sync.view``); readers pin one with
+``snapshot()`` and never wait for an apply.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from schemas import DeadLetter, DenseSnapshot, SparseDelta, codec_for
-from streamtrain.kafka_io import KafkaConfig, TopicsConfig, make_consumer, make_producer
+from streamtrain.clock import now_ms
+from streamtrain.dead_letters import DeadLetterSink
+from streamtrain.kafka_io import KafkaConfig, TopicsConfig, drain, make_consumer
 from sync.applier import DeltaApplier
 from sync.config import ConsumerConfig
 from sync.delta_builder import check_delta
-from sync.dense import DenseAssembler, DenseChecksumError, decode_dense
+from sync.delta_wire import DeltaWire
+from sync.dense import DenseAssembler, DenseChecksumError, DenseChunkError, decode_dense
 from sync.dump import Dump, latest_dump
 from sync.errors import SyncError
 from sync.sharding import shard_of
@@ -44,15 +51,20 @@ DenseCallback = Callable[[int, dict, dict], None]
 @dataclass
 class ConsumerStats:
     records: int = 0
-    dead_letters: int = 0
     dense_versions: int = 0
     rows_bootstrapped: int = 0
+    dead_letter_sink: DeadLetterSink | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def dead_letters(self) -> int:
+        """Records sent to the dead-letter topic (the sink's count)."""
+        return 0 if self.dead_letter_sink is None else self.dead_letter_sink.count
 
 
 class DeltaConsumer:
     def __init__(self, config: ConsumerConfig, kafka: KafkaConfig, topics: TopicsConfig,
                  store: RowStore, on_dense: DenseCallback | None = None,
-                 on_gap: Callable[[int, list[int]], None] | None = None):
+                 on_gap: Callable[[int, list[int]], None] | None = None) -> None:
         from kafka import TopicPartition
 
         self.config = config
@@ -62,9 +74,12 @@ class DeltaConsumer:
         self.on_dense = on_dense
         self.applier = DeltaApplier(store, config.model, on_gap=on_gap)
         self.dense = DenseAssembler(config.model)
-        self.stats = ConsumerStats()
+        self._dead = DeadLetterSink(kafka, topics.dead_letter, STAGE)
+        self.stats = ConsumerStats(dead_letter_sink=self._dead)
         self.dims: dict[str, int] = {}
-        self.lock = threading.RLock()  # held while applying: readers see whole polls
+        # held while a poll's records are applied (and the store written); readers should
+        # use snapshot() instead, which never waits for an apply
+        self.lock = threading.RLock()
         from kafka.errors import KafkaError
 
         try:
@@ -87,9 +102,17 @@ class DeltaConsumer:
         self._dense_tp = TopicPartition(topics.model_dense, 0)
         self._consumer.assign(self._delta_tps + [self._dense_tp])
         self.applier.start_at(None, self.shards)  # unknown until a dump or first versions
-        self._dead_producer = None
-        self._delta_codec = codec_for(SparseDelta)
+        self._delta_codec = DeltaWire()  # the SparseDelta codec's format, ids in numpy
         self._dense_codec = codec_for(DenseSnapshot)
+
+    @property
+    def view(self):  # -> sync.view.VersionedView
+        return self.applier.view
+
+    def snapshot(self):
+        """``with consumer.snapshot() as snap:`` pins the visible version: ``snap.version``
+        and ``snap.lookup(table, ids, dim)`` agree however long the block runs. Thread-safe."""
+        return self.applier.view.snapshot()
 
     # -- start -----------------------------------------------------------------------
     def bootstrap(self) -> Dump | None:
@@ -134,23 +157,23 @@ class DeltaConsumer:
     # -- steady state ----------------------------------------------------------------
     def poll(self, timeout_ms: int = 100) -> int:
         """Apply whatever arrived within ``timeout_ms``; returns the number of records."""
-        batch = self._consumer.poll(timeout_ms=timeout_ms)
-        n = 0
-        with self.lock:
-            for tp, recs in batch.items():
-                for r in recs:
-                    n += 1
-                    if tp.topic == self.topics.model_dense:
-                        self._on_dense_record(r)
-                    else:
-                        self._on_delta_record(r)
-        self.stats.records += n
-        if n:
-            self._consumer.commit_async()
-        return n
+        polled = self._consumer.poll(timeout_ms=timeout_ms)
+        return self._apply([r for recs in polled.values() for r in recs])
 
-    def _on_delta_record(self, r) -> None:
-        now = int(time.time() * 1000)
+    def _apply(self, records: list[Any]) -> int:
+        with self.lock:
+            for r in records:
+                if r.topic == self.topics.model_dense:
+                    self._on_dense_record(r)
+                else:
+                    self._on_delta_record(r)
+        self.stats.records += len(records)
+        if records:
+            self._consumer.commit_async()
+        return len(records)
+
+    def _on_delta_record(self, r: Any) -> None:
+        now = now_ms()
         d = self._delta_codec.decode_or_dead_letter(
             r.value, stage=STAGE, topic=r.topic, now_ms=now, partition=r.partition, offset=r.offset)
         if isinstance(d, SparseDelta):
@@ -167,8 +190,8 @@ class DeltaConsumer:
             self.dims.setdefault(d.table, d.dim)
         self.applier.apply(d)
 
-    def _on_dense_record(self, r) -> None:
-        now = int(time.time() * 1000)
+    def _on_dense_record(self, r: Any) -> None:
+        now = now_ms()
         snap = self._dense_codec.decode_or_dead_letter(
             r.value, stage=STAGE, topic=r.topic, now_ms=now, partition=r.partition, offset=r.offset)
         if isinstance(snap, DeadLetter):
@@ -176,21 +199,22 @@ class DeltaConsumer:
             return
         try:
             done = self.dense.add(snap)
-        except DenseChecksumError as exc:
+        except (DenseChecksumError, DenseChunkError) as exc:
             self._dead_letter(DeadLetter(STAGE, r.topic, str(exc), now, r.value, r.partition,
                                          r.offset))
             return
         if done:
-            self._set_dense(*done)
+            try:
+                self._set_dense(*done)
+            except Exception as exc:  # checksummed but unloadable (or refused by on_dense)
+                self._dead_letter(DeadLetter(
+                    STAGE, r.topic, f"unusable dense payload of version {done[0]}: "
+                    f"{type(exc).__name__}: {exc}", now, r.value, r.partition, r.offset))
+                return
             log.info("dense model=%s version=%d applied", self.config.model, done[0])
 
     def _dead_letter(self, dl: DeadLetter) -> None:
-        self.stats.dead_letters += 1
-        log.warning("dead letter topic=%s partition=%d offset=%d reason=%s", dl.source_topic,
-                    dl.partition, dl.offset, dl.reason)
-        if self._dead_producer is None:
-            self._dead_producer = make_producer(self.kafka)
-        self._dead_producer.send(self.topics.dead_letter, codec_for(DeadLetter).encode(dl))
+        self._dead.send(dl)
 
     # -- status ----------------------------------------------------------------------
     def lag_records(self) -> int:
@@ -204,16 +228,14 @@ class DeltaConsumer:
     def poll_until_caught_up(self, timeout_s: float = 30.0) -> bool:
         """Poll until every partition's position reached its end offset (taken once at the
         start); False on timeout."""
-        ends = self._consumer.end_offsets(self._delta_tps + [self._dense_tp])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.poll(timeout_ms=100)
-            if all(self._consumer.position(tp) >= end for tp, end in ends.items()):
-                return True
-        return False
+        tps = self._delta_tps + [self._dense_tp]
+        ends = self._consumer.end_offsets(tps)
+        for records in drain(self._consumer, tps, timeout_s=timeout_s):
+            self._apply(records)
+        return all(self._consumer.position(tp) >= end for tp, end in ends.items())
 
     def close(self) -> None:
-        if self._dead_producer is not None:
-            self._dead_producer.flush()
-            self._dead_producer.close()
-        self._consumer.close()
+        try:
+            self._dead.close()
+        finally:
+            self._consumer.close()

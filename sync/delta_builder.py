@@ -17,7 +17,8 @@ Wire contract of one push with version ``v`` (docs/sync.md has the reader's view
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -31,12 +32,16 @@ _OVERHEAD = 256  # header, fingerprint, strings and counters of one message
 
 
 class TableRows(Protocol):
-    """What the trainer hands over (``trainer.updates.TableUpdate``)."""
+    """What the trainer hands over (``trainer.updates.TableUpdate``); read-only."""
 
-    table: str
-    ids: np.ndarray  # (n,) int64
-    values: np.ndarray  # (n, dim) float32
-    evicted: np.ndarray  # (m,) int64
+    @property
+    def table(self) -> str: ...
+    @property
+    def ids(self) -> np.ndarray: ...  # (n,) int64
+    @property
+    def values(self) -> np.ndarray: ...  # (n, dim) float32
+    @property
+    def evicted(self) -> np.ndarray: ...  # (m,) int64
 
 
 def _last_unique(ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,8 +61,11 @@ def _chunks(n: int, size: int) -> Iterable[tuple[int, int]]:
 
 def table_messages(model: str, version: int, shard: int, num_shards: int, now_ms: int,
                    table: str, ids: np.ndarray, values: np.ndarray, tombstones: np.ndarray,
-                   dtype: str, max_message_bytes: int) -> list[SparseDelta]:
-    """Messages of one table for one shard (part numbers are filled in by the caller)."""
+                   dtype: str, max_message_bytes: int,
+                   ids_as_arrays: bool = False) -> list[SparseDelta]:
+    """Messages of one table for one shard (part numbers are filled in by the caller).
+    ``ids_as_arrays``: ids and tombstones stay int64 arrays (for ``sync.delta_wire``)."""
+    ids_of: Any = (lambda a: a) if ids_as_arrays else (lambda a: a.tolist())
     dim = int(values.shape[1]) if values.ndim == 2 else 0
     budget = max_message_bytes - _OVERHEAD - len(model.encode()) - len(table.encode())
     per_msg = max(1, budget // (dim * ITEMSIZE[dtype] + _ID_BYTES))
@@ -66,16 +74,19 @@ def table_messages(model: str, version: int, shard: int, num_shards: int, now_ms
     out = []
     for lo, hi in _chunks(len(ids), per_msg):
         out.append(SparseDelta(model, table, version, shard, num_shards, now_ms, dim,
-                               ids[lo:hi].tolist(), payload[lo:hi].tobytes(), [], dtype))
+                               ids_of(ids[lo:hi]), payload[lo:hi].tobytes(), ids_of(ids[:0]), dtype))
     for lo, hi in _chunks(len(tombstones), per_tomb):
         out.append(SparseDelta(model, table, version, shard, num_shards, now_ms, dim,
-                               [], b"", tombstones[lo:hi].tolist(), dtype))
+                               ids_of(tombstones[:0]), b"", ids_of(tombstones[lo:hi]), dtype))
     return out
 
 
-def build_deltas(model: str, version: int, updates: list[TableRows], num_shards: int,
-                 dtype: str, max_message_bytes: int, now_ms: int) -> list[tuple[int, SparseDelta]]:
-    """All messages of one push, as (shard, message), every shard covered."""
+def build_deltas(model: str, version: int, updates: Sequence[TableRows], num_shards: int,
+                 dtype: str, max_message_bytes: int, now_ms: int,
+                 ids_as_arrays: bool = False) -> list[tuple[int, SparseDelta]]:
+    """All messages of one push, as (shard, message), every shard covered. With
+    ``ids_as_arrays`` the ids and tombstones of each message are int64 arrays instead of
+    lists (what ``sync.delta_wire.DeltaWire.encode`` reads fastest)."""
     per_shard: list[list[SparseDelta]] = [[] for _ in range(num_shards)]
     for upd in updates:
         ids = np.asarray(upd.ids, dtype=np.int64)
@@ -84,7 +95,8 @@ def build_deltas(model: str, version: int, updates: list[TableRows], num_shards:
             values = values.reshape(len(ids), -1) if len(ids) else np.zeros((0, 0), np.float32)
         ids, values = _last_unique(ids, values)
         evicted = np.unique(np.asarray(upd.evicted, dtype=np.int64))
-        evicted = evicted[~np.isin(evicted, ids)]
+        if len(evicted):  # (isin sorts ids even for no evictions)
+            evicted = evicted[~np.isin(evicted, ids)]
         row_shard = shard_of(ids, num_shards)
         tomb_shard = shard_of(evicted, num_shards)
         order = np.argsort(row_shard, kind="stable")
@@ -96,7 +108,7 @@ def build_deltas(model: str, version: int, updates: list[TableRows], num_shards:
                 continue
             per_shard[s].extend(table_messages(model, version, s, num_shards, now_ms, upd.table,
                                                ids[sel], values[sel], tomb, dtype,
-                                               max_message_bytes))
+                                               max_message_bytes, ids_as_arrays))
     out: list[tuple[int, SparseDelta]] = []
     for s, msgs in enumerate(per_shard):
         if not msgs:  # heartbeat: this shard is at `version` too

@@ -15,6 +15,8 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -29,7 +31,11 @@ class DenseChecksumError(SyncError):
     """All chunks of a dense version arrived but their sha256 does not match."""
 
 
-def encode_dense(state_dict: dict[str, torch.Tensor], model_config: dict) -> bytes:
+class DenseChunkError(SyncError):
+    """A chunk that cannot be part of any payload (its number outside ``num_chunks``)."""
+
+
+def encode_dense(state_dict: Mapping[str, torch.Tensor], model_config: Mapping[str, Any]) -> bytes:
     buf = io.BytesIO()
     torch.save({"model_config": json.dumps(model_config),
                 "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}, buf)
@@ -62,10 +68,13 @@ class DenseAssembler:
     def add(self, snap: DenseSnapshot) -> tuple[int, bytes] | None:
         if snap.model != self.model or snap.version <= self.version:
             return None
+        if not 0 <= snap.chunk < snap.num_chunks:
+            raise DenseChunkError(f"dense model={self.model} version={snap.version}: chunk "
+                                  f"{snap.chunk} outside num_chunks={snap.num_chunks}; ignored")
         parts = self._parts.setdefault(snap.version, {})
         parts[snap.chunk] = snap
-        if len(parts) < snap.num_chunks:
-            return None
+        if len(parts) < snap.num_chunks or any(i not in parts for i in range(snap.num_chunks)):
+            return None  # (chunks that disagree on num_chunks never complete the version)
         del self._parts[snap.version]
         payload = b"".join(parts[i].payload for i in range(snap.num_chunks))
         if hashlib.sha256(payload).hexdigest() != snap.sha256:

@@ -23,11 +23,14 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from sync.delta_builder import TableRows
 from sync.errors import DumpError
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,7 @@ class Dump:
     def table_rows(self, table: str, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(ids (n,), values (n, dim) float32) of one table."""
         meta = self.tables[table]
-        mode = "r" if mmap else None
+        mode: Literal["r"] | None = "r" if mmap else None
         try:
             return (np.load(self.path / f"{meta['file']}.ids.npy", mmap_mode=mode),
                     np.load(self.path / f"{meta['file']}.values.npy", mmap_mode=mode))
@@ -71,7 +74,8 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def write_dump(dump_dir: str | Path, model: str, version: int, created_ms: int, updates: list,
+def write_dump(dump_dir: str | Path, model: str, version: int, created_ms: int,
+               updates: Sequence[TableRows],
                dense_payload: bytes, deltas_topic: str, deltas_offsets: dict[int, int],
                dense_topic: str, dense_offset: int, num_shards: int, keep: int = 2) -> Dump:
     """Write one complete dump; older complete dumps beyond ``keep`` are removed."""
@@ -84,7 +88,9 @@ def write_dump(dump_dir: str | Path, model: str, version: int, created_ms: int, 
     tables = {}
     for i, upd in enumerate(updates):
         ids = np.asarray(upd.ids, np.int64)
-        values = np.asarray(upd.values, np.float32).reshape(len(ids), -1)
+        values = np.asarray(upd.values, np.float32)
+        if values.ndim != 2:  # (n, dim) by the protocol; a flat array is reshaped (empty: dim 0)
+            values = values.reshape(len(ids), -1) if len(ids) else values.reshape(0, 0)
         np.save(tmp / f"table-{i}.ids.npy", ids)
         np.save(tmp / f"table-{i}.values.npy", values)
         tables[upd.table] = {"file": f"table-{i}", "dim": int(values.shape[1]), "rows": len(ids)}

@@ -1,19 +1,25 @@
 """Trainer side: push touched rows every ``sparse_interval_s`` to ``model-deltas``, and
 every ``dense_interval_s`` the dense weights to ``model-dense`` plus a full dump.
 
-``tick`` is called from the training loop between batches (the trainer is not
-thread-safe: reading rows while a step writes them would publish torn rows). It does
-nothing until an interval is due, so calling it after every batch is cheap.
+The publisher reads the model only through ``sync.source.ModelSource`` (collect_updates,
+full_dump, dense_state_dict, model_config), which ``trainer.Trainer`` satisfies. ``tick``
+is called from the training loop between batches (the trainer is not thread-safe: reading
+rows while a step writes them would publish torn rows). It does nothing until an interval
+is due, so calling it after every batch is cheap.
 
     publisher = ModelPublisher(PublisherConfig(model="ctr", sparse_interval_s=5), kafka,
                                topics, trainer)
-    for batch in batches:
-        trainer.step(batch)
-        publisher.tick()                 # sparse push / dense + dump when due
+    trainer.run(source, on_batch=publisher.on_batch,     # tick after every step
+                on_idle=lambda _: publisher.tick())      # ... and while the stream is quiet
+    publisher.publish_dense()            # the final model: rows, dense weights and a dump
     publisher.close()
 
+or by hand: ``trainer.train_batch(batch); publisher.tick()``. Times come from ``clock``
+(``streamtrain.clock``; tests pass ``now_s`` / ``now_ms`` or a ``FixedClock``).
+
 Versions are consecutive integers per model, continued across restarts from the newest of
-(the last version on ``model-deltas``, the latest dump). The first tick writes a dump (a
+(the newest version of this model on ``model-deltas``, read backwards past other models'
+and corrupt messages; the latest dump), so a restart never reuses a version. The first tick writes a dump (a
 replica needs one to bootstrap) and, with ``full_push_on_start``, pushes every live row, so
 replicas that outlived a trainer restart converge to the restored model.
 """
@@ -22,17 +28,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from schemas import DenseSnapshot, SparseDelta, codec_for
+from schemas.errors import DecodeError
+from streamtrain.clock import WALL, Clock
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig, make_consumer, make_producer
 from sync.config import PublisherConfig
-from sync.delta_builder import build_deltas
+from sync.delta_builder import TableRows, build_deltas, check_delta
+from sync.delta_wire import DeltaWire
 from sync.dense import chunk_dense, encode_dense
 from sync.dump import Dump, latest_dump, write_dump
 from sync.errors import SyncError
+from sync.source import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -50,28 +62,33 @@ class PushStats:
     created_ms: int
 
 
-def merge_full(full: list, collected: list) -> list:
+def merge_full(full: Sequence[TableRows], collected: Sequence[TableRows]) -> list[Any]:
     """Rows of ``full_dump`` with the evictions of ``collect_updates`` (for a full push)."""
     evicted = {u.table: u.evicted for u in collected}
     out = []
     for u in full:
-        out.append(type(u)(u.table, u.ids, u.values,
-                           np.asarray(evicted.pop(u.table, np.zeros(0, np.int64)), np.int64)))
+        make: Any = type(u)  # the source's own update type
+        out.append(make(u.table, u.ids, u.values,
+                        np.asarray(evicted.pop(u.table, np.zeros(0, np.int64)), np.int64)))
     for u in collected:
         if u.table in evicted and len(u.evicted):
-            out.append(type(u)(u.table, u.ids[:0], u.values[:0], u.evicted))
+            make = type(u)
+            out.append(make(u.table, u.ids[:0], u.values[:0], u.evicted))
     return out
 
 
 class ModelPublisher:
-    """Owns the version counter and the intervals; ``source`` is the trainer."""
+    """Owns the version counter and the intervals; ``source`` is the trainer (any
+    ``ModelSource``)."""
 
     def __init__(self, config: PublisherConfig, kafka: KafkaConfig, topics: TopicsConfig,
-                 source, producer=None, full_push_on_start: bool = True):
+                 source: ModelSource, producer: Any = None, full_push_on_start: bool = True,
+                 clock: Clock = WALL) -> None:
         self.config = config
         self.kafka = kafka
         self.topics = topics
         self.source = source
+        self.clock = clock
         limit = max(config.max_message_bytes, config.dense_chunk_bytes) + 65536
         self._producer = producer or make_producer(kafka, max_request_size=limit, linger_ms=20)
         parts = self._producer.partitions_for(topics.model_deltas)
@@ -79,53 +96,95 @@ class ModelPublisher:
             raise SyncError(f"topic {topics.model_deltas} has no partitions; create the topics "
                             "first (`streamtrain topics create`)")
         self.num_shards = len(parts)
+        self._delta_codec = codec_for(SparseDelta)
+        self._wire = DeltaWire()  # the same bytes as _delta_codec, ids encoded in numpy
+        self._dense_codec = codec_for(DenseSnapshot)
         self.version = self._recover_version()
         self._full_next = full_push_on_start
         self._last_sparse: float | None = None
         self._last_dense: float | None = None
         self.last_push: PushStats | None = None
         self.last_dump: Dump | None = None
-        self._delta_codec = codec_for(SparseDelta)
-        self._dense_codec = codec_for(DenseSnapshot)
 
     def _recover_version(self) -> int:
-        """Newest version already published for this model (0 if none)."""
+        """Newest version already published for this model (0 if none): the newest of the
+        latest dump's and of the newest message *of this model* on each ``model-deltas``
+        partition. Each partition is read backwards from its end, past other models'
+        messages and undecodable ones, down to the dump's offset for it (nothing older can
+        be newer than the dump) or the beginning, at most ``recover_scan_messages`` deep;
+        what was skipped, and a scan cut short by that bound, are logged."""
         from kafka import TopicPartition
 
         dump = latest_dump(self.config.dump_dir, self.config.model)
         best = dump.version if dump else 0
+        floor = dump.deltas_offsets if dump and dump.deltas_topic == self.topics.model_deltas \
+            else {}
         consumer = make_consumer(self.kafka, group_id=None)
         try:
             tps = [TopicPartition(self.topics.model_deltas, p) for p in range(self.num_shards)]
-            consumer.assign(tps)
             ends = consumer.end_offsets(tps)
-            wanted = {tp for tp in tps if ends[tp] > 0}
-            for tp in wanted:
-                consumer.seek(tp, ends[tp] - 1)
-            deadline = time.monotonic() + 30
-            while wanted and time.monotonic() < deadline:
-                for tp, recs in consumer.poll(timeout_ms=200).items():
-                    for r in recs:
-                        try:
-                            d = self._decode_tail(r.value)
-                        except Exception:  # a corrupt tail message tells nothing; skip it
-                            continue
-                        if d.model == self.config.model:
-                            best = max(best, d.version)
-                    wanted.discard(tp)
+            begins = consumer.beginning_offsets(tps)
+            for tp in tps:
+                low = max(begins.get(tp, 0), floor.get(tp.partition, 0))
+                found = self._scan_back(consumer, tp, low, ends.get(tp, 0))
+                if found is not None:
+                    best = max(best, found)
         finally:
             consumer.close()
         log.info("publisher model=%s resumes after version=%d shards=%d", self.config.model,
                  best, self.num_shards)
         return best
 
-    @staticmethod
-    def _decode_tail(raw: bytes) -> SparseDelta:
-        return codec_for(SparseDelta).decode(raw)
+    def _scan_back(self, consumer: Any, tp: Any, low: int, end: int) -> int | None:
+        """The version of the newest well-formed message of this model in ``[low, end)`` of
+        ``tp``, reading backwards in growing windows; None if there is none (within the
+        bound)."""
+        limit = max(low, end - self.config.recover_scan_messages)
+        consumer.assign([tp])
+        hi, window, skipped = end, 16, {"other model": 0, "corrupt": 0}
+        while hi > limit:
+            lo = max(limit, hi - window)
+            consumer.seek(tp, lo)
+            records: list[Any] = []
+            deadline = time.monotonic() + 30.0
+            while consumer.position(tp) < hi and time.monotonic() < deadline:
+                for recs in consumer.poll(timeout_ms=200).values():
+                    records.extend(r for r in recs if lo <= r.offset < hi)
+            for r in sorted(records, key=lambda r: r.offset, reverse=True):
+                try:
+                    d = self._decode_tail(r.value)
+                except DecodeError:  # undecodable: tells nothing, look further back
+                    skipped["corrupt"] += 1
+                    continue
+                if d.model != self.config.model:
+                    skipped["other model"] += 1
+                elif check_delta(d) is not None:
+                    skipped["corrupt"] += 1
+                else:
+                    if any(skipped.values()):
+                        log.warning("recover model=%s partition=%d: newest own version=%d at "
+                                    "offset %d, below %s newer messages skipped (%s)",
+                                    self.config.model, tp.partition, d.version, r.offset,
+                                    sum(skipped.values()), skipped)
+                    return d.version
+            hi, window = lo, window * 4
+        if limit > low:
+            log.warning("recover model=%s partition=%d: no message of this model in the last %d "
+                        "(offsets %d..%d, skipped %s); older ones were not read "
+                        "(sync.recover_scan_messages) — versions could be reused if this "
+                        "model's newest deltas lie further back", self.config.model,
+                        tp.partition, end - limit, limit, end, skipped)
+        elif any(skipped.values()):
+            log.info("recover model=%s partition=%d: no message of this model after offset %d "
+                     "(skipped %s)", self.config.model, tp.partition, low, skipped)
+        return None
+
+    def _decode_tail(self, raw: bytes) -> SparseDelta:
+        return self._delta_codec.decode(raw)
 
     def tick(self, now_s: float | None = None) -> PushStats | None:
         """Publish what is due at ``now_s`` (wall clock if None); the push made, or None."""
-        now = time.time() if now_s is None else now_s
+        now = self.clock.now_ms() / 1000 if now_s is None else now_s
         if self._last_dense is None and self.config.dump_on_start or (
                 self._last_dense is not None
                 and now - self._last_dense >= self.config.dense_interval_s):
@@ -139,13 +198,13 @@ class ModelPublisher:
             return self.push_sparse(int(now * 1000))
         return None
 
-    def on_batch(self, batch, trainer) -> None:
+    def on_batch(self, batch: object, trainer: object) -> None:
         """``Trainer.run(source, on_batch=publisher.on_batch)`` hook: tick after every step."""
         self.tick()
 
     def push_sparse(self, now_ms: int | None = None) -> PushStats:
         """Push the rows touched since the last push as the next version; returns its stats."""
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        now_ms = self.clock.now_ms() if now_ms is None else now_ms
         t0 = time.perf_counter()
         updates = self.source.collect_updates()
         if self._full_next:
@@ -154,8 +213,9 @@ class ModelPublisher:
         t1 = time.perf_counter()
         version = self.version + 1
         msgs = build_deltas(self.config.model, version, updates, self.num_shards,
-                            self.config.dtype, self.config.max_message_bytes, now_ms)
-        encoded = [(shard, self._delta_codec.encode(d)) for shard, d in msgs]
+                            self.config.dtype, self.config.max_message_bytes, now_ms,
+                            ids_as_arrays=True)
+        encoded = [(shard, self._wire.encode(d)) for shard, d in msgs]
         t2 = time.perf_counter()
         futures = [self._producer.send(self.topics.model_deltas, value=raw, partition=shard,
                                        key=str(shard).encode()) for shard, raw in encoded]
@@ -180,7 +240,7 @@ class ModelPublisher:
     def publish_dense(self, now_ms: int | None = None) -> Dump:
         """Sparse push, then dense weights to ``model-dense`` and a full dump, all at the
         push's version (nothing trains in between, so the three agree)."""
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        now_ms = self.clock.now_ms() if now_ms is None else now_ms
         self.push_sparse(now_ms)
         payload = encode_dense(self.source.dense_state_dict(), self.source.model_config())
         chunks = chunk_dense(self.config.model, self.version, now_ms, payload,

@@ -7,10 +7,17 @@ network, answering predictions with the model version they were made with.
     # {"model": "ctr", "version": 17, "dense_version": 12, "heads": ["click"],
     #  "predictions": [[0.031]]}
 
+Every answer is scored on exactly one sparse version (``version``: all its parts on all
+the replica's shards applied, nothing newer) and one dense version (``dense_version``):
+versions switch atomically (``sync.view``) and scoring never waits for an apply.
+
 Requests carry what a Sample carries at serving time (slots, ids, dense); the network is
-rebuilt from the ``model_config`` shipped with the dense weights (``trainer.model``), ids
-are looked up in the store (unknown ids read zeros, as in the trainer) and sum-pooled per
-field, so a caught-up replica returns exactly the trainer's own predictions.
+rebuilt from the ``model_config`` shipped with the dense weights
+(``trainer.model.build_model``) and scored with the trainer's own
+``trainer.scoring.score_batch``, rows looked up in the store (unknown ids read zeros, as in
+the trainer). A caught-up replica holds exactly the trainer's rows; its predictions are the
+trainer's own only when ``dense_version == version`` (right after a dense push): between
+dense pushes they use the dense weights of the last one (docs/sync.md).
 """
 
 from __future__ import annotations
@@ -20,19 +27,27 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pandas as pd
-import torch
 
 from schemas import Sample
+from streamtrain.clock import now_ms
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig
 from streamtrain.paths import STATE_DIR
 from sync.config import ReplicaConfig
 from sync.consumer import DeltaConsumer
 from sync.errors import SyncError
+from sync.health import ReplicaState, readiness
 from sync.store import RocksRowStore
+from trainer.batch import Batch, BatchBuilder
+from trainer.model import build_model, model_config_from_dict
+from trainer.scoring import TABLE_NAME, score_batch
+
+# lookup(table, ids, dim) -> (n, dim) float32 rows, zeros for ids the store does not hold
+TableLookup = Callable[[str, np.ndarray, int], np.ndarray]
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +59,19 @@ class BadRequest(SyncError):
 class ServingModel:
     """The network of one dense version plus how to turn requests into its inputs."""
 
-    def __init__(self, version: int, model_config: dict, state_dict: dict):
-        from trainer.batch import BatchBuilder
-        from trainer.config import ModelConfig
-        from trainer.model import build_model
-
+    def __init__(self, version: int, model_config: dict[str, Any], state_dict: dict[str, Any]) -> None:
         self.version = version
         self.config = model_config
-        self.net = build_model(model_config)
+        self.model_cfg = model_config_from_dict(model_config)
+        self.net = build_model(self.model_cfg)
         self.net.load_state_dict(state_dict)
         self.net.eval()
-        known = set(ModelConfig.__dataclass_fields__)
-        self.model_cfg = ModelConfig.from_dict({k: v for k, v in model_config.items() if k in known})
         self.builder = BatchBuilder(self.model_cfg)
-        self.table, meta = next(iter(model_config.get("tables", {"emb": {"dim": self.model_cfg.dim}}).items()))
+        tables = model_config.get("tables", {TABLE_NAME: {"dim": self.model_cfg.dim}})
+        self.table, meta = next(iter(tables.items()))
         self.dim = int(meta["dim"])
 
-    def batch(self, instances: list[dict]):
+    def batch(self, instances: list[dict[str, Any]]) -> Batch:
         samples = []
         for i, inst in enumerate(instances):
             try:
@@ -76,20 +87,13 @@ class ServingModel:
             samples.append(s)
         return self.builder.build(samples)
 
-    def score(self, batch, lookup) -> np.ndarray:
+    def score(self, batch: Batch, lookup: TableLookup) -> np.ndarray:
         """(B, H) probabilities; ``lookup(table, ids, dim)`` gives (n, dim) rows."""
-        from trainer.model import pool
-
-        codes, uniq = pd.factorize(batch.ids)
-        rows = torch.from_numpy(lookup(self.table, np.asarray(uniq, np.int64), self.dim))  # (U, D)
-        per_id = rows.index_select(0, torch.from_numpy(np.asarray(codes, np.int64)))  # (N, D)
-        emb = pool(per_id, batch.sample_index, batch.fields, len(batch),
-                   len(self.model_cfg.slots))  # (B, F, D)
-        return self.net.score(emb, torch.from_numpy(batch.dense)).numpy()
+        return score_batch(self.net, batch, lambda ids: lookup(self.table, ids, self.dim))
 
 
 class ServingReplica:
-    def __init__(self, config: ReplicaConfig, kafka: KafkaConfig, topics: TopicsConfig):
+    def __init__(self, config: ReplicaConfig, kafka: KafkaConfig, topics: TopicsConfig) -> None:
         self.config = config
         store_dir = config.store_dir or tempfile.mkdtemp(prefix="replica-", dir=_replicas_dir())
         self.store = RocksRowStore(Path(store_dir) / "rows")
@@ -101,10 +105,13 @@ class ServingReplica:
         self._rates: deque[tuple[float, int]] = deque(maxlen=64)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.started_ms = int(time.time() * 1000)
+        self.started_ms = now_ms()
+        self.apply_errors = 0  # failed rounds of the apply loop (readiness, /metrics)
+        self.last_apply_error_at: float | None = None  # monotonic
+        self.last_apply_error = ""
 
-    def _on_dense(self, version: int, model_config: dict, state_dict: dict) -> None:
-        self.model = ServingModel(version, model_config, state_dict)  # swapped under consumer.lock
+    def _on_dense(self, version: int, model_config: dict[str, Any], state_dict: dict[str, Any]) -> None:
+        self.model = ServingModel(version, model_config, state_dict)  # one reference swap
         log.info("serving dense_version=%d", version)
 
     def start(self) -> None:
@@ -124,7 +131,9 @@ class ServingReplica:
                     self.lag_records, last_lag = lag, now
                     self.lag_measured_at = now
                     self._rates.append((now, self.consumer.applier.stats.rows_applied))
-            except Exception:  # keep serving the last good state; the error is visible in logs
+            except Exception as exc:  # keep serving the last good state; /ready and logs show it
+                self.apply_errors += 1
+                self.last_apply_error_at, self.last_apply_error = time.monotonic(), repr(exc)
                 log.exception("replica apply loop failed; retrying")
                 self._stop.wait(1.0)
 
@@ -140,33 +149,57 @@ class ServingReplica:
             self._stop.wait(0.05)
         return False
 
-    def predict(self, instances: list[dict]) -> dict:
+    def predict(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
         if not isinstance(instances, list) or not instances:
             raise BadRequest("expected a non-empty list of instances")
         if len(instances) > self.config.max_batch:
             raise BadRequest(f"{len(instances)} instances > serve.max_batch={self.config.max_batch}")
-        with self.consumer.lock:
-            model = self.model
-            if model is None:
-                raise SyncError("no dense weights yet: the replica has not bootstrapped")
-            batch = model.batch(instances)
-            probs = model.score(batch, lambda t, ids, dim: self.store.lookup(t, ids, dim)[0])
-            version = self.consumer.applier.version
-        return {"model": self.config.model, "version": version, "dense_version": model.version,
-                "heads": list(model.model_cfg.heads), "predictions": probs.tolist()}
+        model = self.model  # one dense version for the whole request
+        if model is None:
+            raise SyncError("no dense weights yet: the replica has not bootstrapped")
+        batch = model.batch(instances)
+        # one sparse version for the whole request: the snapshot is pinned, and applying
+        # newer versions goes on meanwhile without waiting for us (or us for it)
+        with self.consumer.snapshot() as snap:
+            probs = model.score(batch, lambda t, ids, dim: snap.lookup(t, ids, dim)[0])
+        return {"model": self.config.model, "version": snap.version,
+                "dense_version": model.version, "heads": list(model.model_cfg.heads),
+                "predictions": probs.tolist()}
 
-    def health(self) -> dict:
-        ok = self.model is not None and self._thread is not None and self._thread.is_alive()
-        return {"status": "ok" if ok else "starting", "model": self.config.model,
+    def health(self) -> dict[str, Any]:
+        """Liveness: the apply thread runs (whether to take traffic is ``readiness``)."""
+        ok = self._thread is not None and self._thread.is_alive()
+        return {"status": "ok" if ok else "down", "model": self.config.model,
                 "version": self.consumer.applier.version}
 
-    def metrics(self) -> dict:
+    def state(self) -> ReplicaState:
+        """What readiness is judged on (``sync.health``), now."""
+        now = time.monotonic()
+        created = self.consumer.applier.created_ms
+        err_at = self.last_apply_error_at
+        return ReplicaState(
+            bootstrapped=self.model is not None, version=self.consumer.applier.version,
+            lag_records=self.lag_records,
+            lag_age_s=now - self.lag_measured_at if self.lag_measured_at else None,
+            version_age_s=(now_ms() - created) / 1000 if created else None,
+            last_apply_error_age_s=None if err_at is None else now - err_at,
+            last_apply_error=self.last_apply_error)
+
+    def readiness(self) -> dict[str, Any]:
+        """``{"ready", "reasons", ...}``: the ``/ready`` answer (``sync.health.readiness``)."""
+        st = self.state()
+        reasons = readiness(st, self.config)
+        return {"ready": not reasons, "reasons": reasons, "version": st.version,
+                "lag_records": st.lag_records,
+                "version_age_s": None if st.version_age_s is None else round(st.version_age_s, 3)}
+
+    def metrics(self) -> dict[str, Any]:
         a = self.consumer.applier
         rate = 0.0
         if len(self._rates) >= 2:
             (t0, r0), (t1, r1) = self._rates[max(0, len(self._rates) - 20)], self._rates[-1]
             rate = (r1 - r0) / max(t1 - t0, 1e-9)
-        now = int(time.time() * 1000)
+        now = now_ms()
         return {
             "model": self.config.model, "applied_version": a.version,
             "dense_version": self.model.version if self.model else None,
@@ -174,9 +207,15 @@ class ServingReplica:
             "version_age_ms": now - a.created_ms if a.created_ms else None,
             "rows_applied_per_s": round(rate, 1), "rows_applied": a.stats.rows_applied,
             "rows_skipped": a.stats.rows_skipped, "tombstones_applied": a.stats.tombstones_applied,
-            "duplicates": a.stats.duplicates, "stale_messages": a.stats.stale_messages,
+            "duplicates": a.stats.duplicates,
+            "conflicting_duplicates": a.stats.conflicting_duplicates,
+            "stale_messages": a.stats.stale_messages,
             "gaps": a.stats.gaps, "missing_versions": a.missing,
-            "dead_letters": self.consumer.stats.dead_letters,
+            "versions_committed": a.stats.versions_committed,
+            "abandoned_versions": a.stats.abandoned_versions,
+            "incomplete_versions": a.incomplete,
+            "pending_versions": {str(v): p for v, p in a.pending().items()},
+            "dead_letters": self.consumer.stats.dead_letters, "apply_errors": self.apply_errors,
             "rows_bootstrapped": self.consumer.stats.rows_bootstrapped,
             "shards": self.consumer.shards, "uptime_ms": now - self.started_ms,
         }

@@ -1,55 +1,65 @@
-"""HTTP JSON front of a ServingReplica (stdlib ``http.server``, one thread per request).
+"""Runs the replica's ASGI app (``sync.app``) on uvicorn: in the foreground (``streamtrain
+serve``, stops on SIGINT/SIGTERM) or in a background thread (tests, the demo's helpers).
 
-    POST /predict   {"instances": [{"slots": [...], "ids": [...], "dense": [...]}, ...]}
-                 -> {"model", "version", "dense_version", "heads", "predictions": [[p, ...]]}
-    GET  /health    {"status": "ok" | "starting", "model", "version"}   (503 while starting)
-    GET  /metrics   applied_version, lag_records, version_age_ms, rows_applied_per_s, ...
+    server = ReplicaServer(make_app(replica), "127.0.0.1", 0)
+    server.start()                        # background thread; returns once it listens
+    urllib.request.urlopen(f"http://127.0.0.1:{server.port}/ready")
+    server.close()
+
+uvicorn runs one event loop (uvloop and httptools when installed); scoring runs in the
+app's thread pool. The socket is bound here, before uvicorn starts, so port 0 works and
+``port`` is known at once.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import socket
+import threading
+import time
 
+import uvicorn
+
+from sync.app import ReplicaApp
 from sync.errors import SyncError
-from sync.replica import BadRequest, ServingReplica
 
 log = logging.getLogger(__name__)
 
 
-def make_server(replica: ServingReplica, host: str, port: int) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, code: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+class ReplicaServer:
+    def __init__(self, app: ReplicaApp, host: str, port: int) -> None:
+        self.app = app
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError as exc:
+            self.sock.close()
+            raise SyncError(f"cannot listen on {host}:{port} ({exc}); choose another serve.port") from exc
+        self.sock.listen(2048)
+        self.host, self.port = host, int(self.sock.getsockname()[1])
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+            backlog=2048))
+        self._thread: threading.Thread | None = None
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if self.path == "/health":
-                h = replica.health()
-                self._send(200 if h["status"] == "ok" else 503, h)
-            elif self.path == "/metrics":
-                self._send(200, replica.metrics())
-            else:
-                self._send(404, {"error": f"no route {self.path}; try /predict /health /metrics"})
+    def serve(self) -> None:
+        """Serve in this thread until ``close()`` (or SIGINT/SIGTERM in the main thread)."""
+        try:
+            self.server.run(sockets=[self.sock])
+        finally:
+            self.sock.close()
 
-        def do_POST(self) -> None:  # noqa: N802
-            if self.path != "/predict":
-                self._send(404, {"error": f"no route {self.path}"})
-                return
-            try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                self._send(200, replica.predict(body["instances"]))
-            except (ValueError, KeyError, TypeError, BadRequest) as exc:
-                self._send(400, {"error": f"bad request: {exc}"})
-            except SyncError as exc:
-                self._send(503, {"error": str(exc)})
+    def start(self, timeout_s: float = 30.0) -> None:
+        self._thread = threading.Thread(target=self.serve, name="replica-http", daemon=True)
+        self._thread.start()
+        end = time.monotonic() + timeout_s  # uvicorn sets ``started`` once it listens
+        while not self.server.started and self._thread.is_alive() and time.monotonic() < end:
+            time.sleep(0.01)
+        if not self.server.started:
+            raise SyncError(f"the HTTP server did not start within {timeout_s:.0f}s")
 
-        def log_message(self, fmt: str, *args) -> None:
-            log.debug("http " + fmt, *args)
-
-    return ThreadingHTTPServer((host, port), Handler)
+    def close(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)

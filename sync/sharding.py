@@ -6,7 +6,9 @@ high bits, sequential low bits) and a plain modulo would put whole slots on one 
 The function is part of the wire contract: a serving system that routes lookups to shards
 must use the same one (``shard_of`` here, or the formula in docs/sync.md).
 
-    shard_of(np.array([1, 2, 3]), 4)  ->  array([...], dtype=int64)
+>>> import numpy as np
+>>> shard_of(np.array([1, 2, 3]), 4).tolist()
+[1, 2, 0]
 """
 
 from __future__ import annotations

@@ -47,3 +47,34 @@ def shared_data():
     if not SHARED_DATA_DIR.is_dir():
         pytest.skip(f"real event logs not found at {SHARED_DATA_DIR} (see ../shared/data/README.md)")
     return SHARED_DATA_DIR
+
+
+@pytest.fixture
+def closing():
+    """Register anything with ``close()`` (consumers, producers, publishers, replicas, stores):
+    ``x = closing(make_consumer(...))``. Everything registered closes at teardown, newest
+    first, even when the test failed; a test may still close early (close is idempotent on
+    every object it is used with)."""
+    opened: list = []
+
+    def register(obj):
+        opened.append(obj)
+        return obj
+
+    yield register
+    errors = []
+    for obj in reversed(opened):
+        try:
+            obj.close()
+        except Exception as exc:  # close the rest, then report
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def producer(kafka_broker, closing):
+    """A producer to the session broker, closed at teardown."""
+    from streamtrain.kafka_io import make_producer
+
+    return closing(make_producer(kafka_broker))

@@ -3,10 +3,13 @@ impressions with sparse and dense features, actions (click, like, conversion) af
 realistic lognormal delays, and configurable duplicates, late (out-of-order) arrivals and
 malformed records. Engine-free and seeded: the same config gives the same byte stream.
 
-    gen = TrafficGenerator(GeneratorConfig(seed=7, duration_s=60, start_ms=1_700_000_000_000))
-    for ev in gen.events():          # in arrival order; ev.timestamp_ms is the event time
-        producer.send(topic_of[ev.topic], key=ev.key, value=ev.value, timestamp_ms=ev.timestamp_ms)
-    gen.stats                         # what was injected, for tests to check against
+>>> gen = TrafficGenerator(GeneratorConfig(seed=7, duration_s=5, start_ms=1_700_000_000_000))
+>>> events = list(gen.events())   # in arrival order; ev.timestamp_ms is the event time
+>>> len(events), events[0].topic, gen.stats["impressions"]   # stats: what was injected
+(1059, 'impressions', 959)
+
+A producer sends each event as
+``producer.send(topic_of[ev.topic], key=ev.key, value=ev.value, timestamp_ms=ev.timestamp_ms)``.
 
 Why drift: a model trained once goes stale as preferences move, which is what online
 learning fixes; progressive AUC on this stream shows it.
@@ -17,12 +20,13 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
 from schemas import Action, Impression, codec_for
+from schemas.contracts import ACTION_TYPES
 from schemas.feature_ids import feature_id
 from streamtrain.config import check
 
@@ -30,6 +34,8 @@ SLOTS = ("user_id", "item_id", "category", "user_age", "user_city", "device", "h
 DENSE = ("user_activity", "item_price", "position")
 FAR_FUTURE_MS = 4_102_444_800_000  # 2100-01-01
 MALFORMED_KINDS = ("garbage", "truncated", "missing_request_id", "zero_timestamp", "future_timestamp")
+# the actions it emits are the declared types (schemas/contracts.py), in the declared order
+CLICK, LIKE, CONVERSION = ACTION_TYPES
 
 
 @dataclass(frozen=True)
@@ -83,9 +89,21 @@ class Event:
 class TrafficGenerator:
     """Without ``config.start_ms`` the start comes from ``now_ms``: flat out (speedup 0) the
     stream is history that ends now, late actions included (start = now - duration -
-    max_delay), so no event lies in the future; paced, it starts now."""
+    max_delay), so no event lies in the future; paced, it starts now.
 
-    def __init__(self, config: GeneratorConfig, now_ms: int = 0):
+    The oracle: with ``record_oracle`` the generator keeps, per impression request id, the
+    true probability of each action type (``ACTION_TYPES`` order) that it drew the labels
+    from, in ``oracle`` (``true_probabilities`` reads it for a list of request ids). It is
+    the ceiling progressive validation compares a model with; it stays on this side (no
+    record carries it) and grows with the impressions, so it is off by default.
+
+    >>> gen = TrafficGenerator(GeneratorConfig(seed=7, duration_s=1, start_ms=1), record_oracle=True)
+    >>> _ = list(gen.events())
+    >>> gen.true_probabilities(["g7-0"]).round(3)
+    array([[0.009, 0.002, 0.001]])
+    """
+
+    def __init__(self, config: GeneratorConfig, now_ms: int = 0, record_oracle: bool = False):
         self.config = config
         history_ms = 0 if config.speedup > 0 else int((config.duration_s + config.max_delay_s) * 1000)
         self.start_ms = config.start_ms or (now_ms - history_ms if now_ms else 0)
@@ -108,6 +126,15 @@ class TrafficGenerator:
         self._act_codec = codec_for(Action)
         self._heap: list[tuple[int, int, Event]] = []
         self._seq = 0
+        self.oracle: dict[str, np.ndarray] | None = {} if record_oracle else None
+        self._given_click = np.array([1.0, config.like_given_click, config.conversion_given_click])
+
+    def true_probabilities(self, request_ids: list[str]) -> np.ndarray:
+        """(N, len(ACTION_TYPES)) true probability of each action type per request id, as
+        drawn (the eventual label, whatever its delay); needs ``record_oracle``."""
+        if self.oracle is None:
+            raise ValueError("the generator was built without record_oracle=True")
+        return np.stack([self.oracle[r] for r in request_ids]) if request_ids else np.zeros((0, 3))
 
     # -- the stream --------------------------------------------------------------------------
     def events(self) -> Iterator[Event]:
@@ -169,16 +196,19 @@ class TrafficGenerator:
         self._send("impressions", key, self._imp_codec.encode(imp), now)
         self.stats["impressions"] += 1
         score = self.logit_base + 3.0 * float(self.user_vec[u] @ self.item_vec[i]) + self.item_bias[i]
-        if rng.random() < 1 / (1 + math.exp(-score)):
+        p_click = 1 / (1 + math.exp(-score))
+        if self.oracle is not None:
+            self.oracle[request_id] = p_click * self._given_click
+        if rng.random() < p_click:
             latest = now + int(cfg.max_delay_s * 1000)  # every label lands within max_delay_s
             click_ms = now + self._delay(cfg.click_delay_median_s)
-            self._action(request_id, user_id, item_id, "click", click_ms)
+            self._action(request_id, user_id, item_id, CLICK, click_ms)
             if rng.random() < cfg.like_given_click:
                 like_ms = min(latest, click_ms + self._delay(cfg.like_delay_median_s))
-                self._action(request_id, user_id, item_id, "like", like_ms)
+                self._action(request_id, user_id, item_id, LIKE, like_ms)
             if rng.random() < cfg.conversion_given_click:
                 conv_ms = min(latest, click_ms + self._delay(cfg.conversion_delay_median_s))
-                self._action(request_id, user_id, item_id, "conversion", conv_ms)
+                self._action(request_id, user_id, item_id, CONVERSION, conv_ms)
         if rng.random() < cfg.malformed_rate:
             self._malformed(now, imp)
 

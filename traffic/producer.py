@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
-from schemas import DeadLetter, codec_for
+from schemas import DeadLetter
+from streamtrain.dead_letters import DeadLetterSink
 from streamtrain.kafka_io import KafkaConfig, KafkaIOError, TopicsConfig, make_producer
 from traffic.generator import Event
 
@@ -61,18 +62,14 @@ def produce(events: Iterable[Event], kafka: KafkaConfig, topics: TopicsConfig, s
 
 
 def produce_dead_letters(dead: list[DeadLetter], kafka: KafkaConfig, topics: TopicsConfig) -> None:
+    """Send the records the replay/generator could not turn into events to the dead-letter topic."""
     if not dead:
         return
-    codec = codec_for(DeadLetter)
-    failures: list[Exception] = []
-    producer = make_producer(kafka)
+    sink = DeadLetterSink(kafka, topics.dead_letter, stage=dead[0].stage)
     try:
         for d in dead:
-            producer.send(topics.dead_letter, value=codec.encode(d)).add_errback(failures.append)
-        producer.flush()
+            sink.send(d)
     finally:
-        producer.close()
-    if failures:
-        raise KafkaIOError(f"{len(failures)} dead letters were not accepted by Kafka: {failures[0]!r}")
+        sink.close()
     log.warning("dead letters=%d sent to topic=%s (first reason: %s)", len(dead), topics.dead_letter,
                 dead[0].reason)

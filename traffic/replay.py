@@ -12,8 +12,15 @@ Every row can yield an impression and any number of actions. A row a rule cannot
 unparseable time, a missing column) becomes a dead letter with the reason and the raw line;
 it is counted, never dropped silently.
 
-    plan = ReplayPlan.from_file("traffic/mappings/talkingdata.toml")
-    events, dead = plan.events(data_dir)     # sorted by event time, impressions first on ties
+    plan = ReplayPlan.from_file("traffic/mappings/talkingdata.toml")   # or a built-in name
+    events, dead, counts = plan.events(data_dir)   # sorted by event time, impressions first on ties
+    check = dead_letter_check(events, dead, limits, now_ms)   # what the jobs would reject
+
+Before sending, ``streamtrain replay`` runs ``dead_letter_check``: every event through the
+validation the streaming jobs apply (``schemas.validation`` with the ``[validation]``
+limits), so a log the jobs would mostly reject (say a 1990s log against the default
+2000-01-01 floor, ``validation.min_event_time_ms``) is refused up front instead of
+filling the dead-letter topic while the trainer idles.
 """
 
 from __future__ import annotations
@@ -22,16 +29,19 @@ import csv
 import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from schemas import Action, DeadLetter, Impression, codec_for
 from schemas.feature_ids import entity_id, feature_id
+from schemas.validation import ValidationLimits, validate_action, validate_impression
 from streamtrain.config import ConfigError
 from traffic.generator import Event
 
 MAPPINGS_DIR = Path(__file__).parent / "mappings"
+REFUSE_FRACTION = 0.5  # replay refuses (without --force) when more of the records would be dead letters
+WARN_FRACTION = 0.01   # ... and warns above this
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ class Rule:
     dense: tuple[str, ...] = ()
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str) -> "Rule":
+    def from_dict(cls, d: dict[str, Any], where: str) -> Rule:
         missing = [k for k in ("time", "request_id", "user", "item") if k not in d]
         if missing:
             raise ConfigError(f"replay mapping [{where}] lacks {', '.join(missing)}")
@@ -71,7 +81,7 @@ class ReplayPlan:
     columns: tuple[str, ...] = ()
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "ReplayPlan":
+    def from_file(cls, path: str | Path) -> ReplayPlan:
         path = Path(path)
         if not path.exists() and (MAPPINGS_DIR / f"{path}.toml").exists():
             path = MAPPINGS_DIR / f"{path}.toml"  # a built-in mapping by name: "talkingdata"
@@ -100,7 +110,7 @@ class ReplayPlan:
             return int(float(text) * 1000)
         if self.time_format == "unix_ms":
             return int(float(text))
-        return int(datetime.strptime(text, self.time_format).replace(tzinfo=timezone.utc).timestamp() * 1000)
+        return int(datetime.strptime(text, self.time_format).replace(tzinfo=UTC).timestamp() * 1000)
 
     def events(self, data_dir: Path, topic_name: str = "csv") -> tuple[list[Event], list[DeadLetter], Counter]:
         """All events of the log sorted by event time, the dead letters, and counts."""
@@ -137,11 +147,11 @@ class ReplayPlan:
         user, item = entity_id(row[rule.user]), entity_id(row[rule.item])
         if is_impression:
             ids = [feature_id(s, _as_value(row[col])) for s, col in enumerate(rule.slots)]
-            rec = Impression(request_id, user, item, when, list(range(len(ids))), ids,
+            imp = Impression(request_id, user, item, when, list(range(len(ids))), ids,
                              [float(row[c] or 0.0) for c in rule.dense])
-            return Event("impressions", request_id.encode(), imp_codec.encode(rec), when, when)
-        rec = Action(request_id, user, item, rule.type.format(**row), when)
-        return Event("actions", request_id.encode(), act_codec.encode(rec), when, when)
+            return Event("impressions", request_id.encode(), imp_codec.encode(imp), when, when)
+        act = Action(request_id, user, item, rule.type.format(**row), when)
+        return Event("actions", request_id.encode(), act_codec.encode(act), when, when)
 
 
 def _as_value(text: str) -> int | str:
@@ -149,3 +159,55 @@ def _as_value(text: str) -> int | str:
         return int(text)
     except ValueError:
         return text
+
+
+@dataclass(frozen=True)
+class DeadLetterCheck:
+    """How many of a log's records would end up in the dead-letter topic: ``mapping`` ones
+    the mapping cannot use (rows -> dead letters at once) and the rest by the jobs'
+    validation, counted by reason (the text before its first ``:``), with one full reason
+    of each as an example."""
+
+    records: int
+    mapping: int
+    rejected: dict[str, int]
+    examples: dict[str, str]
+
+    @property
+    def bad(self) -> int:
+        return self.mapping + sum(self.rejected.values())
+
+    @property
+    def fraction(self) -> float:
+        return self.bad / self.records if self.records else 0.0
+
+    def summary(self) -> str:
+        """One line: the share, then each reason with its count and an example."""
+        parts = ([f"{self.mapping} unusable rows (the mapping)"] if self.mapping else [])
+        parts += [f"{n} {reason} (e.g. {self.examples[reason]})"
+                  for reason, n in sorted(self.rejected.items(), key=lambda kv: -kv[1])]
+        return (f"{self.bad} of {self.records} records ({100 * self.fraction:.1f}%) would go to the "
+                f"dead-letter topic: {'; '.join(parts)}")
+
+    def to_dict(self) -> dict:
+        return {"records": self.records, "dead_letters": self.bad, "mapping": self.mapping,
+                "rejected": dict(self.rejected)}
+
+
+def dead_letter_check(events: list[Event], dead: list[DeadLetter], limits: ValidationLimits,
+                      now_ms: int) -> DeadLetterCheck:
+    """Every event through the validation the streaming jobs apply to it (the same
+    functions and limits), at processing time ``now_ms``."""
+    imp_codec, act_codec = codec_for(Impression), codec_for(Action)
+    rejected: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for ev in events:
+        if ev.topic == "impressions":
+            reason = validate_impression(imp_codec.decode(ev.value), now_ms, limits)
+        else:
+            reason = validate_action(act_codec.decode(ev.value), now_ms, limits)
+        if reason is not None:
+            kind = reason.split(":")[0]
+            rejected[kind] += 1
+            examples.setdefault(kind, reason)
+    return DeadLetterCheck(len(events) + len(dead), len(dead), dict(rejected), examples)

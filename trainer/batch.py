@@ -8,10 +8,14 @@ Layout of a batch of B samples holding N sparse ids in all (sample-major)::
     dense     (B, Dd) float32  dense features
     labels    (B, H)  float32  1 where the head's action type is among label_types
     weights   (B,)    float32  Sample.weight
-    sample_rate (B,)  float32  negative down-sampling keep rate
+    sample_rate (B,)  float32  negative down-sampling keep rate (schemas/contracts.py)
+    labelled  (B,)    bool     the sample carries any label_types (model head or not): what
+                               down-sampling kept for sure (schemas/contracts.py)
     flags     (B,)    int32    FLAG_EARLY | FLAG_LATE_CORRECTION | FLAG_ACTION_STALL
     event_time_ms (B,) int64
     positions {partition: next offset} once this batch is consumed (Kafka sources only)
+    unknown_labels {action type: samples} of label types that are no model head (they
+              label nothing: for the heads such a sample is a negative)
 
     builder = BatchBuilder(ModelConfig(slots=(0, 1, 2)))
     batch = builder.build(samples)
@@ -42,6 +46,8 @@ class Batch:
     request_ids: list[str] = field(default_factory=list)
     positions: dict[int, int] = field(default_factory=dict)
     dropped_ids: int = 0  # ids of slots that are not model fields
+    unknown_labels: dict[str, int] = field(default_factory=dict)
+    labelled: np.ndarray | None = None  # None: labels.any(1) (no label outside the heads)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -88,11 +94,14 @@ class BatchBuilder:
         offsets = np.zeros(b + 1, dtype=np.int64)
         np.cumsum(np.bincount(sample_of, minlength=b), out=offsets[1:])
         labels = np.zeros((b, len(self._heads)), dtype=np.float32)
+        unknown: dict[str, int] = {}
         for r, s in enumerate(samples):
-            for t in s.label_types:
+            for t in set(s.label_types):
                 h = self._heads.get(t)
                 if h is not None:
                     labels[r, h] = 1.0
+                else:
+                    unknown[t] = unknown.get(t, 0) + 1
         dd = self.model.dense_dim
         dense = np.asarray([s.dense for s in samples], dtype=np.float32).reshape(b, dd)
         return Batch(
@@ -108,4 +117,6 @@ class BatchBuilder:
             request_ids=[s.request_id for s in samples],
             positions=dict(positions or {}),
             dropped_ids=int(total - keep.sum()),
+            unknown_labels=unknown,
+            labelled=np.fromiter((bool(s.label_types) for s in samples), dtype=bool, count=b),
         )

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas.contracts import ACTION_TYPES
 from streamtrain.config import check
+from streamtrain.kafka_io import ISOLATION_LEVELS
 
 INTERACTIONS = ("fm", "dcn")
 SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad")
@@ -28,9 +30,13 @@ class TableConfig:
     expiry_ms: int = 0            # event-time TTL since last sighting; 0 = never expire
     init_std: float = 0.01
     optimizer: str = "rowwise_adagrad"
-    lr: float = 0.05
+    lr: float = 0.1
     eps: float = 1e-8
-    initial_accumulator: float = 0.0
+    # > 0 so that a row's first steps scale with its gradient (with 0 the first Adagrad step
+    # is lr whatever the gradient: a rare head's ids seen once in a negative all dropped by lr,
+    # which biased predictions low). Row gradients are of the batch-mean loss, ~1e-3..1e-5,
+    # so 1e-7 sits between a negative's and a positive's squared gradient (bench.trainer_peers)
+    initial_accumulator: float = 1e-7
     initial_capacity: int = 1024
     seed: int = 0
 
@@ -53,16 +59,22 @@ class TableConfig:
 class ModelConfig:
     """The CTR model (section ``[model]``). ``slots`` lists the Sample slot numbers that
     become fields, in field order; ids of other slots are ignored (and counted). The
-    defaults fit the traffic generator's samples (8 slots, 3 dense values, 3 action types);
-    a sample whose dense width differs goes to the dead-letter topic."""
+    defaults fit the traffic generator's samples (8 slots, 3 dense values, one head per
+    declared action type: ``schemas/contracts.py`` ACTION_TYPES); a sample whose dense width
+    differs goes to the dead-letter topic."""
 
     slots: tuple[int, ...] = tuple(range(8))
     dim: int = 16
     dense_dim: int = 3
-    heads: tuple[str, ...] = ("click", "like", "conversion")
+    heads: tuple[str, ...] = ACTION_TYPES
     interaction: str = "fm"
     cross_layers: int = 2
     hidden: tuple[int, ...] = (256, 128)
+    # first-order (wide) term: component 0 of each field's embedding is also that field's
+    # linear weight, summed into every head's logit (DeepFM's first-order part, no extra table)
+    wide: bool = True
+    # every head's bias starts at logit(init_rate): a rare-event prior instead of p = 0.5
+    init_rate: float = 0.01
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -76,14 +88,16 @@ class ModelConfig:
               " | ".join(INTERACTIONS))
         check(0 <= self.cross_layers <= 8, "model.cross_layers", self.cross_layers, "0..8")
         check(all(h >= 1 for h in self.hidden), "model.hidden", self.hidden, "positive widths")
+        check(0.0 < self.init_rate < 1.0, "model.init_rate", self.init_rate, "a probability in (0, 1)")
 
     def to_dict(self) -> dict:
         return {"slots": list(self.slots), "dim": self.dim, "dense_dim": self.dense_dim,
                 "heads": list(self.heads), "interaction": self.interaction,
-                "cross_layers": self.cross_layers, "hidden": list(self.hidden), "seed": self.seed}
+                "cross_layers": self.cross_layers, "hidden": list(self.hidden), "wide": self.wide,
+                "init_rate": self.init_rate, "seed": self.seed}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         for k in ("slots", "heads", "hidden"):
             if k in d:
@@ -104,15 +118,28 @@ class TrainerConfig:
     delayed_feedback: str = "fn_weighting"
     stall_negative_weight: float = 0.1
     expire_every_batches: int = 50
+    # base-rate tracking: after each batch every head's bias moves by the log ratio of the
+    # observed to the predicted positives of the last ~this many samples (decayed sums of
+    # the progressive scores, so it uses only labels already scored); 0 = off
+    bias_tracking_samples: int = 20000
     window: int = 20000             # progressive-validation sliding window, samples
     report_every_batches: int = 20
+    # reports the validator keeps for the plot, per trainer process (each holds every head):
+    # the newest half in full, older ones thinned to evenly spaced points (the first kept)
+    history_points: int = 1000
     metrics_path: str = ""          # JSON lines; "" = none
     plot_path: str = ""             # PNG written at close; "" = none
+    metrics_port: int = 0           # Prometheus /metrics on this port (trainer.prometheus); 0 = off
+    metrics_host: str = "0.0.0.0"   # address the metrics port listens on
     checkpoint_dir: str = ""        # "" = no checkpoints
     checkpoint_every_batches: int = 100
     keep_checkpoints: int = 2
     max_samples: int = 0            # stop after this many samples; 0 = run forever
     idle_timeout_s: float = 0.0     # stop after this long without a sample; 0 = never
+    idle_warn_s: float = 30.0       # warn (once per idle period) after this long without one; 0 = never
+    # read_committed: only samples of committed transactions (what joiner exactly_once
+    # relies on); read_uncommitted also trains on samples of aborted ones
+    isolation_level: str = "read_committed"
     group_id: str = "streamtrain-trainer"
     model_name: str = "ctr"
     seed: int = 0
@@ -131,6 +158,8 @@ class TrainerConfig:
               self.stall_negative_weight, "0..1")
         check(self.expire_every_batches >= 1, "trainer.expire_every_batches",
               self.expire_every_batches, ">= 1")
+        check(self.bias_tracking_samples >= 0, "trainer.bias_tracking_samples",
+              self.bias_tracking_samples, ">= 0 (0 = off)")
         check(self.window >= 100, "trainer.window", self.window, ">= 100")
         check(self.report_every_batches >= 1, "trainer.report_every_batches",
               self.report_every_batches, ">= 1")
@@ -139,3 +168,8 @@ class TrainerConfig:
         check(self.keep_checkpoints >= 1, "trainer.keep_checkpoints", self.keep_checkpoints, ">= 1")
         check(self.max_samples >= 0, "trainer.max_samples", self.max_samples, ">= 0 (0 = unbounded)")
         check(self.idle_timeout_s >= 0, "trainer.idle_timeout_s", self.idle_timeout_s, ">= 0 (0 = never)")
+        check(self.idle_warn_s >= 0, "trainer.idle_warn_s", self.idle_warn_s, ">= 0 (0 = never)")
+        check(0 <= self.metrics_port <= 65535, "trainer.metrics_port", self.metrics_port, "0..65535 (0 = off)")
+        check(self.history_points >= 10, "trainer.history_points", self.history_points, ">= 10")
+        check(self.isolation_level in ISOLATION_LEVELS, "trainer.isolation_level",
+              self.isolation_level, " | ".join(ISOLATION_LEVELS))

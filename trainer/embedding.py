@@ -74,6 +74,11 @@ class EmbeddingTable(abc.ABC):
     @abc.abstractmethod
     def snapshot(self) -> dict: ...
 
+    @property
+    @abc.abstractmethod
+    def num_live(self) -> int:
+        """Ids that own a row."""
+
     @abc.abstractmethod
     def restore(self, state: dict) -> None: ...
 
@@ -138,7 +143,8 @@ class DynamicEmbeddingTable(EmbeddingTable):
         return np.concatenate([rows, fresh])
 
     # -- the interface ---------------------------------------------------------------
-    def rows_for(self, ids, now_ms=None, train=False, counts=None):
+    def rows_for(self, ids: np.ndarray, now_ms: int | None = None, train: bool = False,
+                 counts: np.ndarray | None = None) -> torch.Tensor:
         ids = np.asarray(ids, dtype=np.int64)
         entries = self.index.find(ids)
         if train:
@@ -180,11 +186,11 @@ class DynamicEmbeddingTable(EmbeddingTable):
         self.accum[r] = self.config.initial_accumulator
         self.touched[r] = True
 
-    def gather(self, rows):
+    def gather(self, rows: torch.Tensor) -> torch.Tensor:
         return self.weights.index_select(0, rows)
 
     @torch.no_grad()
-    def apply_gradients(self, rows, grads):
+    def apply_gradients(self, rows: torch.Tensor, grads: torch.Tensor) -> None:
         live = rows > 0
         rows, grads = rows[live], grads[live]
         if self._rowwise:
@@ -198,7 +204,7 @@ class DynamicEmbeddingTable(EmbeddingTable):
         self.weights.index_add_(0, rows, step, alpha=-self.config.lr)
         self.touched[rows] = True
 
-    def expire(self, now_ms):
+    def expire(self, now_ms: int) -> np.ndarray:
         if self.config.expiry_ms <= 0 or len(self.index) == 0:
             return np.zeros(0, np.int64)
         ix = self.index
@@ -221,7 +227,7 @@ class DynamicEmbeddingTable(EmbeddingTable):
                   len(evicted), self.num_live)
         return evicted
 
-    def collect_updates(self):
+    def collect_updates(self) -> TableUpdate:
         rows = torch.nonzero(self.touched).flatten()
         self.touched.zero_()
         values = self.weights.index_select(0, rows).cpu().numpy()
@@ -229,10 +235,11 @@ class DynamicEmbeddingTable(EmbeddingTable):
         ids = self.row_id[rows_np]
         evicted = np.concatenate(self._evicted) if self._evicted else np.zeros(0, np.int64)
         self._evicted = []
-        evicted = np.setdiff1d(evicted, ids)
+        if len(evicted):  # setdiff1d sorts ids even when nothing was evicted
+            evicted = np.setdiff1d(evicted, ids)
         return TableUpdate(self.name, ids.astype(np.int64), values.astype(np.float32), evicted)
 
-    def full_dump(self):
+    def full_dump(self) -> TableUpdate:
         # live rows = handed out and not freed (ids are signed: row_id cannot tell, -1 is an id too)
         rows = np.setdiff1d(np.arange(1, self._high, dtype=np.int64), self._free)
         values = self.weights.index_select(0, self._to_device(rows)).cpu().numpy()
@@ -253,7 +260,7 @@ class DynamicEmbeddingTable(EmbeddingTable):
         t = self.weights.nbytes + self.accum.nbytes + self.touched.nbytes
         return int(t + self.row_id.nbytes + self.index.nbytes() + self._free.nbytes)
 
-    def snapshot(self):
+    def snapshot(self) -> dict:
         """Live state only: tracked entries, the rows of admitted ones (values + optimizer
         state) in entry order, and the generators, so a restore continues identically."""
         cols = self.index.columns()
@@ -268,7 +275,7 @@ class DynamicEmbeddingTable(EmbeddingTable):
             "torch_rng": self._gen.get_state(), "np_rng": self._rng.bit_generator.state,
         }
 
-    def restore(self, state):
+    def restore(self, state: dict) -> None:
         if state["dim"] != self.dim or state["optimizer"] != self.config.optimizer:
             raise TrainerError(
                 f"table {self.name}: snapshot has dim={state['dim']} optimizer={state['optimizer']}, "

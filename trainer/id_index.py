@@ -8,9 +8,13 @@ here), so a batch is mapped with one call, never a Python loop per id. The hash 
 no delete: ``compact`` drops dead entries and rebuilds it, which expiry does on a cadence
 (O(live ids), ~0.1 s per million).
 
-    index = IdIndex()
-    entries = index.find(ids)            # -1 where unseen
-    entries[entries < 0] = index.insert(ids[entries < 0])   # ids must be unique
+>>> import numpy as np
+>>> index = IdIndex()
+>>> ids = np.array([10, -3, 10**18], dtype=np.int64)
+>>> entries = index.find(ids)                            # -1 where unseen
+>>> entries[entries < 0] = index.insert(ids[entries < 0])   # ids must be unique
+>>> entries.tolist(), index.find(np.array([10**18, 5])).tolist()
+([0, 1, 2], [2, -1])
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ class IdIndex:
         """Replace every entry with ``cols`` (the arrays of ``columns()``)."""
         n = len(cols["ids"])
         cap = max(1024, 1 << int(np.ceil(np.log2(max(n, 1) * 1.25 + 1))))
-        self.__init__(cap)
+        IdIndex.__init__(self, cap)
         for name in self.COLUMNS:
             getattr(self, name)[:n] = cols[name]
         self.size = n

@@ -9,15 +9,27 @@ cumulatively since the start (AUC from 2^14 probability bins; the rest exact):
     ne           normalized entropy = logloss / entropy of the (weighted) base rate
     calibration  sum(w * p) / sum(w * y)   (1.0 = calibrated)
 
+A trainer given an oracle (true probabilities, e.g. from the traffic generator) runs a second
+validator on them and adds ``report[head]["oracle"]`` (same layout); the plot draws it dotted.
+
     pv = ProgressiveValidator(("click",), window=20000)
     pv.update(probs, labels, weights)         # (B, H) each; weight 0 = not evaluated
     line = pv.report(step=10, samples=5120)   # dict, JSON-serialisable
+
+Memory is bounded however long it runs: the window is a fixed ring of ``window`` samples,
+the cumulative AUC a fixed histogram, and the reports kept for the plot (``history``) at
+most ``history_points`` per validator (one per trainer process; a report holds every head):
+the newest ``history_points // 2`` in full, older ones thinned to every ``stride``-th report
+(the stride doubles whenever they fill their half; the first report is always kept). Every
+report still goes to the JSON lines file in full; only the plot sees the thinned history.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +73,50 @@ def _nan_to_none(x: float) -> float | None:
     return None if x != x else x
 
 
+class ReportHistory:
+    """At most ``points`` reports: the newest ``points - points // 2`` in full and older ones
+    thinned to every ``stride``-th (report index counted from 0, so the first stays); the
+    stride doubles whenever the thinned half would exceed ``points // 2``."""
+
+    def __init__(self, points: int = 1000):
+        if points < 2:
+            raise ValueError(f"history points={points} must be >= 2")
+        self.points = points
+        self.total = 0  # reports ever added
+        self.stride = 1
+        self._old: list[tuple[int, dict]] = []
+        self._recent: deque[tuple[int, dict]] = deque(maxlen=points - points // 2)
+
+    def append(self, report: dict) -> None:
+        if len(self._recent) == self._recent.maxlen:
+            i, old = self._recent[0]
+            if i % self.stride == 0:
+                self._old.append((i, old))
+                if len(self._old) > self.points // 2:
+                    self.stride *= 2
+                    self._old = [(j, r) for j, r in self._old if j % self.stride == 0]
+        self._recent.append((self.total, report))
+        self.total += 1
+
+    def __len__(self) -> int:
+        return len(self._old) + len(self._recent)
+
+    def __iter__(self) -> Iterator[dict]:
+        return (r for _, r in (*self._old, *self._recent))
+
+    def __getitem__(self, i: int) -> dict:
+        return list(self)[i]
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+    def indices(self) -> list[int]:
+        """The report numbers (0 = first report) of the kept reports, in order."""
+        return [i for i, _ in (*self._old, *self._recent)]
+
+
 class ProgressiveValidator:
-    def __init__(self, heads: tuple[str, ...], window: int = 20000):
+    def __init__(self, heads: tuple[str, ...], window: int = 20000, history_points: int = 1000):
         self.heads = tuple(heads)
         h = len(self.heads)
         self.window = window
@@ -74,7 +128,7 @@ class ProgressiveValidator:
         self._pos = np.zeros((h, BINS))
         self._neg = np.zeros((h, BINS))
         self._sums = np.zeros((h, 4))  # sw, swy, swp, s(w*logloss)
-        self.history: list[dict] = []
+        self.history = ReportHistory(history_points)  # bounded; see the module docstring
 
     def update(self, probs: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> None:
         p = np.clip(probs.astype(np.float64), EPS, 1 - EPS)
@@ -87,7 +141,7 @@ class ProgressiveValidator:
             self._neg[h] += np.bincount(bins[:, h], w[:, h] * (1 - y[:, h]), BINS)
         self._push(p, y, w)
 
-    def _push(self, p, y, w) -> None:
+    def _push(self, p: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
         n = len(p)
         if n >= self.window:
             p, y, w, n = p[-self.window:], y[-self.window:], w[-self.window:], self.window
@@ -96,7 +150,7 @@ class ProgressiveValidator:
         self._at = (self._at + n) % self.window
         self._filled = min(self.window, self._filled + n)
 
-    def report(self, **context) -> dict:
+    def report(self, **context: object) -> dict:
         """Window and cumulative metrics per head, plus ``context`` (step, samples, ...)."""
         out: dict = dict(context)
         p, y, w = self._p[: self._filled], self._y[: self._filled], self._w[: self._filled]
@@ -136,7 +190,8 @@ class MetricsWriter:
             with self.jsonl.open("a") as fh:
                 fh.write(json.dumps(report) + "\n")
 
-    def plot(self, history: list[dict], heads: tuple[str, ...]) -> None:
+    def plot(self, history: Iterable[dict], heads: tuple[str, ...]) -> None:
+        history = list(history)
         if not self.plot_path or not history:
             return
         import matplotlib
@@ -151,6 +206,10 @@ class MetricsWriter:
                 for ax, key in zip(axes, ("auc", "ne", "calibration")):
                     ys = [r[name][scope][key] for r in history]
                     ax.plot(x, [np.nan if v is None else v for v in ys], style, label=f"{name} {scope}")
+            if any("oracle" in r[name] for r in history):  # the ceiling (a generator's truth)
+                for ax, key in zip(axes, ("auc", "ne", "calibration")):
+                    ys = [r[name].get("oracle", {}).get("cumulative", {}).get(key) for r in history]
+                    ax.plot(x, [np.nan if v is None else v for v in ys], ":", label=f"{name} oracle")
         for ax, title in zip(axes, ("progressive AUC", "normalized entropy", "calibration (pred/obs)")):
             ax.set_title(title)
             ax.set_xlabel("samples trained")

@@ -7,19 +7,27 @@
              (B, F'(F'-1)/2), concatenated with the flattened fields (DLRM's dot interaction)
       "dcn"  DCN-v2 cross layers on the flattened fields x0: x_{l+1} = x0 * (W x_l + b) + x_l
     MLP (ReLU) -> one logit per head (an action type, e.g. click / like / conversion)
+    wide   (when ``wide``) + first-order term: component 0 of each field, (B, F) -> Linear(F, H)
+           (weights start at 1: the plain sum of the fields' linear weights, as in DeepFM)
+    head biases start at logit(``init_rate``); the trainer's ``BaseRateTracker`` keeps them
+    on the observed base rate
 
-A serving replica rebuilds it from ``model_config`` and the dense state dict, pools the
-rows it looked up with ``pool`` and calls ``score``; with the same rows and weights it
-returns the trainer's predictions exactly.
+``build_model`` is the one way to make the network, from a ``ModelConfig`` (the trainer)
+or from the JSON ``model_config`` shipped with the dense weights (a serving replica); with
+the same dense state dict and the same rows, ``trainer.scoring.score_batch`` then returns
+the trainer's predictions exactly.
 
     model = build_model(trainer.model_config())
     model.load_state_dict(trainer.dense_state_dict())
-    probs = model.score(pool(values, batch), torch.from_numpy(batch.dense))   # (B, H)
+    probs = score_batch(model, batch, lookup)                     # (B, H), trainer.scoring
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +37,10 @@ from trainer.config import ModelConfig
 
 
 class CTRModel(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    pair_i: torch.Tensor  # (P,) FM pair indices, buffers ("fm" only)
+    pair_j: torch.Tensor
+
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         d = cfg.dim
@@ -53,6 +64,12 @@ class CTRModel(nn.Module):
                 width = h
             self.mlp = nn.Sequential(*layers)
             self.heads = nn.Linear(width, len(cfg.heads))  # one logit per action type
+            self.wide = nn.Linear(len(cfg.slots), len(cfg.heads), bias=False) if cfg.wide else None
+        with torch.no_grad():
+            prior = math.log(cfg.init_rate / (1 - cfg.init_rate))
+            self.heads.bias.fill_(prior)
+            if self.wide is not None:
+                self.wide.weight.fill_(1.0)
 
     def forward(self, emb: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """Logits (B, H) from pooled field embeddings (B, F, D) and dense features (B, Dd)."""
@@ -67,7 +84,10 @@ class CTRModel(nn.Module):
             x = x0
             for layer in self.cross:
                 x = x0 * layer(x) + x
-        return self.heads(self.mlp(x))
+        logits = self.heads(self.mlp(x))  # (B, H)
+        if self.wide is not None:
+            logits = logits + self.wide(emb[:, :, 0])  # (B, F) first-order weights
+        return logits
 
     @torch.no_grad()
     def score(self, emb: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
@@ -76,18 +96,72 @@ class CTRModel(nn.Module):
         return torch.sigmoid(self.forward(emb, dense))
 
 
-def build_model(model_config: dict) -> CTRModel:
-    """The module described by ``Trainer.model_config()`` (extra keys are ignored)."""
+def model_config_from_dict(model_config: Mapping[str, Any]) -> ModelConfig:
+    """The ``ModelConfig`` inside ``Trainer.model_config()`` (its extra keys are ignored)."""
     known = {f.name for f in dataclasses.fields(ModelConfig)}
-    return CTRModel(ModelConfig.from_dict({k: v for k, v in model_config.items() if k in known}))
+    return ModelConfig.from_dict({k: v for k, v in model_config.items() if k in known})
 
 
-def pool(values: torch.Tensor, sample_index: np.ndarray | torch.Tensor,
-         fields: np.ndarray | torch.Tensor, batch_size: int, num_fields: int) -> torch.Tensor:
-    """Sum-pool per (sample, field): values (N, D) of the ids in a batch -> (B, F, D)."""
-    dev = values.device
-    si = torch.as_tensor(sample_index, device=dev)
-    fi = torch.as_tensor(fields, device=dev)
-    out = torch.zeros(batch_size * num_fields, values.shape[1], device=dev, dtype=values.dtype)
-    out.index_add_(0, si * num_fields + fi, values)
-    return out.view(batch_size, num_fields, values.shape[1])
+def build_model(config: ModelConfig | Mapping[str, Any]) -> CTRModel:
+    """The network of ``config``: a ``ModelConfig``, or the JSON form of
+    ``Trainer.model_config()`` (read with ``model_config_from_dict``). Weights are seeded
+    by ``config.seed``; load trained ones with ``load_state_dict``."""
+    cfg = config if isinstance(config, ModelConfig) else model_config_from_dict(config)
+    return CTRModel(cfg)
+
+
+
+class BaseRateTracker:
+    """Keeps each head's bias on the observed base rate, from the first batch on. After a
+    batch has been scored (progressively) and its labels are known, the decayed sums of the
+    weighted labels Y and predictions P of the last ~``horizon`` samples give the shift
+    log((Y + a) / (P + a)) (``a`` = one pseudo-positive, so a head without positives yet moves
+    gently), halved and clipped to +-1, that the bias takes; P is rescaled by exp(shift), the
+    shift's effect on small probabilities, so a correction is not applied twice. In the first
+    ``horizon`` samples the trainer passes the batch re-scored after its training step, so
+    the shift accounts for what the step itself did to the mean. The gain
+    fades as horizon / samples once past the first ``horizon`` samples (tracking early; a
+    constant gain made the bias jitter with every rare positive and cost AUC). It uses
+    only labels already scored, so progressive validation stays honest; Adam trains the
+    bias as before, the tracker corrects what it has not caught up with (a new stream's
+    rare base rate, the dense net drifting).
+
+    >>> t = BaseRateTracker(1, horizon=1000)
+    >>> p = np.full((100, 1), 0.5); y = np.zeros((100, 1)); y[:5] = 1; w = np.ones((100, 1))
+    >>> float(t.update(p, y, w)[0]) < 0    # predicted 50, saw 5: lower the bias
+    True
+    """
+
+    GAIN, MAX_STEP, PSEUDO = 0.5, 1.0, 1.0
+
+    def __init__(self, heads: int, horizon: int) -> None:
+        self.horizon = horizon
+        self.seen = 0
+        self.sums = np.zeros((2, heads))  # decayed sum(w * y), sum(w * p)
+
+    @property
+    def early(self) -> bool:
+        """Within the first ``horizon`` samples: the trainer then passes ``probs_now``."""
+        return self.seen < self.horizon
+
+    def update(self, probs: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+               probs_now: np.ndarray | None = None) -> np.ndarray:
+        """(H,) shift for the head biases after a batch of (B, H) scores, labels, weights.
+        ``probs_now``: the batch re-scored after the training step; early on the step itself
+        moves the mean a lot (every new row, the shared ids' wide weights), and a shift
+        computed from the scores before it overshoots."""
+        decay = math.exp(-len(probs) / self.horizon)
+        self.seen += len(probs)
+        now = probs if probs_now is None else probs_now
+        self.sums = self.sums * decay + np.stack([(weights * labels).sum(0), (weights * now).sum(0)])
+        gain = self.GAIN * min(1.0, self.horizon / self.seen)  # early: full gain, then fading
+        shift = np.clip(gain * np.log((self.sums[0] + self.PSEUDO) / (self.sums[1] + self.PSEUDO)),
+                        -self.MAX_STEP, self.MAX_STEP)
+        self.sums[1] *= np.exp(shift)
+        return shift
+
+    def state(self) -> dict:
+        return {"seen": self.seen, "sums": self.sums.copy()}
+
+    def load_state(self, state: dict) -> None:
+        self.seen, self.sums = int(state["seen"]), np.asarray(state["sums"], np.float64).copy()

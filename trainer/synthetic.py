@@ -1,12 +1,18 @@
 """A small seeded stream of Sample records with learnable structure, for tests, benchmarks
 and runs without the traffic generator: users and items with latent vectors (users drift
 slowly), Zipf-distributed context features in the other slots, labels drawn from a
-logistic model of all of them. Ids are global: ``(slot << 48) | value``.
+logistic model of all of them. Ids are global: ``packed_feature_id(slot, value)`` =
+``(slot << 48) | value``, a readable packing for synthetic data only; real producers hash
+(slot, value) with ``schemas.feature_ids.feature_id``. The trainer treats both as opaque keys.
 
-    samples = SyntheticStream(num_slots=26, seed=1).take(5000)
+>>> samples = SyntheticStream(num_slots=26, seed=1).take(3)
+>>> len(samples), len(samples[0].ids)
+(3, 26)
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +21,8 @@ from schemas import Sample
 SLOT_SHIFT = 48
 
 
-def feature_id(slot: int | np.ndarray, value: int | np.ndarray):
+def packed_feature_id(slot: int | np.ndarray, value: int | np.ndarray) -> Any:
+    """``(slot << 48) | value`` as int64 (synthetic ids; not ``schemas.feature_ids.feature_id``)."""
     return (np.int64(slot) << SLOT_SHIFT) | np.int64(value)
 
 
@@ -23,7 +30,7 @@ class SyntheticStream:
     def __init__(self, num_slots: int = 26, users: int = 1000, items: int = 500,
                  vocab: int = 500, dense_dim: int = 0, heads: tuple[str, ...] = ("click",),
                  seed: int = 0, start_ms: int = 1_700_000_000_000, step_ms: int = 100,
-                 drift: float = 0.002, base_logit: float = -1.5):
+                 drift: float = 0.002, base_logit: float = -1.5) -> None:
         assert num_slots >= 2
         self.rng = np.random.default_rng(seed)
         self.num_slots, self.vocab, self.dense_dim, self.heads = num_slots, vocab, dense_dim, heads
@@ -51,8 +58,8 @@ class SyntheticStream:
         self.last_logit = logit  # the true logit of the last take(), for oracle metrics
         labels = r.random((n, len(self.heads))) < 1 / (1 + np.exp(-(logit[:, None] + self.head_bias)))
         self.user_vec += r.normal(0, self.drift, self.user_vec.shape)
-        ids = np.concatenate([feature_id(0, u)[:, None], feature_id(1, it)[:, None],
-                              feature_id(slots_ix[None, :], ctx)], axis=1)
+        ids = np.concatenate([packed_feature_id(0, u)[:, None], packed_feature_id(1, it)[:, None],
+                              packed_feature_id(slots_ix[None, :], ctx)], axis=1)
         slots = list(range(self.num_slots))
         out = []
         for i in range(n):

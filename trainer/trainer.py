@@ -11,11 +11,13 @@ expiry, checkpoints with Kafka positions, and the hooks sync/ publishes from.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import Callable, Protocol
+from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -25,12 +27,12 @@ from trainer.config import ModelConfig, TableConfig, TrainerConfig
 from trainer.embedding import EmbeddingTable, make_table
 from trainer.errors import CheckpointError, TrainerError
 from trainer.metrics import MetricsWriter, ProgressiveValidator
-from trainer.model import CTRModel, pool
+from trainer.model import BaseRateTracker, build_model
+from trainer.scoring import TABLE_NAME, distinct_ids, pool_rows, score_batch
 from trainer.updates import TableUpdate
 from trainer.weighting import LossWeighting
 
 log = logging.getLogger(__name__)
-TABLE_NAME = "emb"
 CHECKPOINT_FORMAT = 1
 
 
@@ -47,50 +49,56 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+OracleFn = Callable[[Batch], np.ndarray | None]
+
+
 class Trainer:
+    """``oracle``: optional ``batch -> (B, H)`` true probabilities (a generator that knows
+    them, ``traffic.generator.TrafficGenerator.true_probabilities`` by request id), or None
+    for a batch it cannot answer; progressive validation then reports the oracle's metrics
+    on the same samples and weights beside the model's (``report[head]["oracle"]``)."""
+
     def __init__(self, model: ModelConfig, table: TableConfig, cfg: TrainerConfig,
-                 embedding: EmbeddingTable | None = None):
+                 embedding: EmbeddingTable | None = None, oracle: OracleFn | None = None) -> None:
         if model.dim != table.dim:
             raise TrainerError(f"model.dim={model.dim} and embedding.dim={table.dim} must agree")
         self.model_cfg, self.table_cfg, self.cfg = model, table, cfg
         self.device = resolve_device(cfg.device) if embedding is None else embedding.device
-        self.model = CTRModel(model).to(self.device)
+        self.model = build_model(model).to(self.device)
         self.table = embedding if embedding is not None else make_table(TABLE_NAME, table, self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.dense_lr)
         self.weighting = LossWeighting(cfg, len(model.heads))
-        self.validator = ProgressiveValidator(model.heads, cfg.window)
+        self.validator = ProgressiveValidator(model.heads, cfg.window, cfg.history_points)
+        self.oracle = oracle
+        self.oracle_validator = (ProgressiveValidator(model.heads, cfg.window, 10)
+                                 if oracle is not None else None)
+        self.bias_tracker = (BaseRateTracker(len(model.heads), cfg.bias_tracking_samples)
+                             if cfg.bias_tracking_samples else None)
         self.writer = MetricsWriter(cfg.metrics_path, cfg.plot_path)
         self.step = 0
         self.samples = 0
         self.positions: dict[int, int] = {}
         self.watermark_ms = np.iinfo(np.int64).min
         self.last_checkpoint_step = -1
+        self.checkpoints_saved, self.checkpoint_seconds = 0, 0.0  # count, total time
         self.last_loss = float("nan")
+        # samples per label type that is no model head (they train as negatives), and the
+        # types already warned about in this process
+        self.unknown_actions: Counter[str] = Counter()
+        self._warned_unknown: set[str] = set()
 
     # -- one step --------------------------------------------------------------------
-    def _embed(self, batch: Batch, train: bool):
-        """Pooled field embeddings (B, F, D), the leaf (U, D) to take gradients of, rows."""
-        codes, uniq = pd.factorize(batch.ids)
-        codes = np.asarray(codes, dtype=np.int64)
-        uniq = np.asarray(uniq, dtype=np.int64)
-        counts = np.bincount(codes, minlength=len(uniq)) if train else None
-        now = int(batch.event_time_ms.max()) if train and len(batch) else None
-        rows = self.table.rows_for(uniq, now_ms=now, train=train, counts=counts)
-        leaf = self.table.gather(rows)  # (U, D)
-        if train:
-            leaf = leaf.detach().requires_grad_(True)
-        per_id = leaf.index_select(0, torch.from_numpy(codes).to(self.device))  # (N, D)
-        emb = pool(per_id, batch.sample_index, batch.fields, len(batch), len(self.model_cfg.slots))
-        return emb, leaf, rows
+    def lookup(self, ids: np.ndarray) -> torch.Tensor:
+        """(U, D) rows of distinct ``ids`` (zeros for unknown ones); no side effects. The
+        ``RowLookup`` of ``trainer.scoring``."""
+        return self.table.gather(self.table.rows_for(ids, train=False))
 
     def _dense(self, batch: Batch) -> torch.Tensor:
         return torch.from_numpy(batch.dense).to(self.device)
 
-    @torch.no_grad()
     def predict(self, batch: Batch) -> np.ndarray:
         """(B, H) probabilities; reads rows only (no counting, admission or training)."""
-        emb, _, _ = self._embed(batch, train=False)
-        return self.model.score(emb, self._dense(batch)).cpu().numpy()
+        return score_batch(self.model, batch, self.lookup)
 
     def train_batch(self, batch: Batch) -> np.ndarray:
         """Score the batch, record the scores, then train on it. Returns the (B, H) scores."""
@@ -98,7 +106,12 @@ class Trainer:
             self.positions.update(batch.positions)
             return np.zeros((0, len(self.model_cfg.heads)), np.float32)
         self.weighting.observe(batch)
-        emb, leaf, rows = self._embed(batch, train=True)
+        self._count_unknown(batch)
+        ids = distinct_ids(batch)  # the steps of trainer.scoring.score_batch, with gradients
+        now = int(batch.event_time_ms.max())
+        rows = self.table.rows_for(ids.uniq, now_ms=now, train=True, counts=ids.counts())
+        leaf = self.table.gather(rows).detach().requires_grad_(True)  # (U, D)
+        emb = pool_rows(batch, ids, leaf, len(self.model_cfg.slots))  # (B, F, D)
         logits = self.model(emb, self._dense(batch))  # (B, H), before any update: progressive
         probs = torch.sigmoid(logits.detach())
         labels = torch.from_numpy(batch.labels).to(self.device)
@@ -110,9 +123,19 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        assert leaf.grad is not None  # leaf requires grad and feeds the loss
         self.table.apply_gradients(rows, leaf.grad)
         scores = probs.cpu().numpy()
         self.validator.update(scores, batch.labels, eval_w)
+        if self.oracle_validator is not None and self.oracle is not None:
+            truth = self.oracle(batch)
+            if truth is not None:
+                self.oracle_validator.update(np.asarray(truth), batch.labels, eval_w)
+        if self.bias_tracker is not None:
+            now_scores = self.predict(batch) if self.bias_tracker.early else None  # after the step
+            shift = self.bias_tracker.update(scores, batch.labels, eval_w, now_scores)
+            with torch.no_grad():
+                self.model.heads.bias.add_(torch.as_tensor(shift, dtype=torch.float32, device=self.device))
         self.step += 1
         self.samples += len(batch)
         self.positions.update(batch.positions)
@@ -121,6 +144,23 @@ class Trainer:
             self.table.expire(self.watermark_ms)
         self.last_loss = float(loss.detach())
         return scores
+
+    def _count_unknown(self, batch: Batch) -> None:
+        if not batch.unknown_labels:
+            return
+        self.unknown_actions.update(batch.unknown_labels)
+        for t in sorted(set(batch.unknown_labels) - self._warned_unknown):
+            self._warned_unknown.add(t)
+            log.warning("action type %r is not a model head (model.heads=%s): the label is "
+                        "ignored, so a sample with no other label trains as a negative for every "
+                        "head; add it to model.heads or fix the producer (counted per type in the "
+                        "metrics: unknown_action_types)",
+                        t, ",".join(self.model_cfg.heads))
+
+    def unknown_action_types(self) -> list[dict]:
+        """``[{"type": t, "samples": n}]`` by type, for the metrics line: a list, because
+        readers of the line (the demo) take every dict-valued entry for a head."""
+        return [{"type": t, "samples": n} for t, n in sorted(self.unknown_actions.items())]
 
     # -- hooks for sync ----------------------------------------------------------------
     def collect_updates(self) -> list[TableUpdate]:
@@ -150,13 +190,18 @@ class Trainer:
             "dense": self.dense_state_dict(), "opt": self.opt.state_dict(),
             "validator": self.validator.state(),
             "fn_counts": (self.weighting.late_pos.copy(), self.weighting.all_pos.copy()),
+            "unknown_actions": dict(self.unknown_actions),
+            "bias_tracker": self.bias_tracker.state() if self.bias_tracker is not None else None,
         }
 
     def save_checkpoint(self) -> None:
         if not self.cfg.checkpoint_dir or self.last_checkpoint_step == self.step:
             return
+        started = time.perf_counter()
         checkpoint.save(self.cfg.checkpoint_dir, self.state(), self.step, self.cfg.keep_checkpoints)
         self.last_checkpoint_step = self.step
+        self.checkpoints_saved += 1  # with checkpoint_seconds: read by trainer.prometheus
+        self.checkpoint_seconds += time.perf_counter() - started
 
     def restore(self, state: dict) -> None:
         if state.get("format") != CHECKPOINT_FORMAT or state["model_config"] != self.model_cfg.to_dict():
@@ -170,6 +215,9 @@ class Trainer:
         self.step, self.samples = state["step"], state["samples"]
         self.positions = dict(state["positions"])
         self.watermark_ms = state["watermark_ms"]
+        self.unknown_actions = Counter(state.get("unknown_actions", {}))  # absent before it was kept
+        if self.bias_tracker is not None and state.get("bias_tracker") is not None:
+            self.bias_tracker.load_state(state["bias_tracker"])
         self.last_checkpoint_step = self.step
 
     def restore_latest(self) -> bool:
@@ -183,10 +231,13 @@ class Trainer:
         return True
 
     # -- the loop --------------------------------------------------------------------
-    def run(self, source: BatchSource, on_batch: Callable[[Batch, "Trainer"], None] | None = None,
-            on_idle: Callable[["Trainer"], None] | None = None) -> dict:
+    def run(self, source: BatchSource, on_batch: Callable[[Batch, Trainer], None] | None = None,
+            on_idle: Callable[[Trainer], None] | None = None,
+            stop: threading.Event | None = None) -> dict:
         """Train until ``max_samples`` (checked at batch boundaries), ``idle_timeout_s``
-        without a batch, or the end of a finite source; with neither bound set, forever.
+        without a batch, the end of a finite source, or ``stop`` is set (checked between
+        steps: a signal handler sets it, the step in progress finishes and the stop is clean);
+        with none of these, forever.
         ``on_batch`` runs after every step, ``on_idle`` whenever a wait for a batch came back
         empty (so a publisher can still push on time when the stream is slow).
         Checkpoints every ``checkpoint_every_batches`` and at a clean stop (not on an
@@ -195,6 +246,9 @@ class Trainer:
         started, idle_since, trained_here = time.monotonic(), time.monotonic(), 0
         try:
             while not (cfg.max_samples and self.samples >= cfg.max_samples):
+                if stop is not None and stop.is_set():
+                    log.info("stop requested, stopping at step=%d samples=%d", self.step, self.samples)
+                    break
                 batch = source.next_batch(timeout_s=0.5)
                 if batch is None:
                     if on_idle is not None:
@@ -225,9 +279,14 @@ class Trainer:
     def _report(self, rate: float) -> dict:
         rep = self.validator.report(step=self.step, samples=self.samples,
                                     watermark_ms=int(self.watermark_ms), samples_per_s=round(rate, 1),
-                                    live_ids=self.table.num_live)
+                                    live_ids=self.table.num_live,
+                                    unknown_action_types=self.unknown_action_types())
+        if self.oracle_validator is not None:
+            truth = self.oracle_validator.report()
+            for h in self.model_cfg.heads:
+                rep[h]["oracle"] = truth[h]  # the ceiling, on the same samples and weights
         self.writer.write(rep)
-        if len(self.validator.history) % 10 == 0:  # keep the plot fresh on long runs
+        if self.validator.history.total % 10 == 0:  # keep the plot fresh (bounded points)
             self.writer.plot(self.validator.history, self.model_cfg.heads)
         aucs = " ".join(f"auc_{h}={_fmt(rep[h]['window']['auc'])}" for h in self.model_cfg.heads)
         log.info("step=%d samples=%d samples_per_s=%.0f live_ids=%d %s", self.step, self.samples,

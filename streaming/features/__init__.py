@@ -1,4 +1,4 @@
-"""Realtime features and deduplication (issue 4).
+"""Realtime features and deduplication, in front of the joiner (docs/features.md).
 
     spec.py           FeatureSpec: the one place features are declared ([features] config)
     dedup.py          DedupFilter: duplicate keys inside a bounded event-time TTL

@@ -5,14 +5,16 @@ from it in event time. Keys are forgotten once the watermark passes ``kept + ttl
 memory is bounded by the keys of the last TTL; a duplicate arriving later than that (behind
 the watermark by more than the TTL) passes, which is the documented bound.
 
-    d = DedupFilter(ttl_ms=600_000)
-    d.update(("r1", 7), event_time_ms=1000, watermark_ms=0)   # True: first, keep
-    d.update(("r1", 7), event_time_ms=1000, watermark_ms=0)   # False: duplicate, drop
+>>> d = DedupFilter(ttl_ms=600_000)
+>>> d.update(("r1", 7), event_time_ms=1000, watermark_ms=0)   # first: keep
+True
+>>> d.update(("r1", 7), event_time_ms=1000, watermark_ms=0)   # duplicate: drop
+False
 """
 
 from __future__ import annotations
 
-from typing import Hashable
+from collections.abc import Hashable
 
 
 class DedupFilter:

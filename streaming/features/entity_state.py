@@ -5,10 +5,14 @@ Engine-free: the Flink job keeps one EntityState per key in keyed state; tests a
 in-memory pipeline keep them in a dict. Events may be added in any order (late actions);
 reads bisect time-sorted lists, so a value as of ``t`` never sees an event at or after ``t``.
 
-    s = EntityState()
-    s.add("imp", 1000); s.add("click", 1500, item=7)
-    s.values(spec, "user", 2000)    # [imp_5m, click_5m, ..., ctr_24h] as of t=2000
-    s.last_items(spec, 2000)        # [7]  (newest first, distinct, within the largest window)
+>>> from streaming.features.spec import FeatureSpec
+>>> spec = FeatureSpec(windows_ms=(300_000,), action_types=("buy",), ctr_action="buy")
+>>> s = EntityState()
+>>> s.add("imp", 1000); s.add("buy", 1500, item=7)
+>>> [round(v, 3) for v in s.values(spec, "user", 2000)]   # imp_5m, buy_5m, ctr_5m as of t=2000
+[1.0, 1.0, 0.095]
+>>> s.last_items(spec, 2000)    # newest first, distinct, within the largest window
+[7]
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from bisect import bisect_left, insort
 from typing import Any
 
 from streaming.features.dedup import DedupFilter
-from streaming.features.spec import FeatureSpec
+from streaming.features.spec import Entity, FeatureSpec
 
 
 class EntityState:
@@ -26,7 +30,7 @@ class EntityState:
     def __init__(self, dedup_ttl_ms: int | None = None):
         self.times: dict[str, list[int]] = {}  # event ("imp" | action type) -> sorted times
         self.acted: list[tuple[int, int]] = []  # sorted (time, item) of last-N action types
-        self.pending: list[tuple[int, Any]] = []  # (time, seq, impression) awaiting the watermark
+        self.pending: list[tuple[int, Any]] = []  # (time, impression | action) awaiting the watermark
         self.dedup = DedupFilter(dedup_ttl_ms) if dedup_ttl_ms else None
 
     def add(self, event: str, time_ms: int, item: int | None = None) -> None:
@@ -47,7 +51,7 @@ class EntityState:
             return 0
         return bisect_left(ts, end_ms) - bisect_left(ts, start_ms)
 
-    def values(self, spec: FeatureSpec, entity: str, t_ms: int) -> list[float]:
+    def values(self, spec: FeatureSpec, entity: Entity, t_ms: int) -> list[float]:
         """Every feature of ``spec.features(entity)`` as of ``t_ms`` (events < t_ms)."""
         out: list[float] = []
         imps: dict[int, int] = {}

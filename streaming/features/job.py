@@ -9,65 +9,108 @@ The joiner then reads the enriched/deduplicated topics:
     streamtrain join --bounded --set topics.impressions=impressions-enriched \\
                                --set topics.actions=actions-deduped
 
+Durable state: the dedup keys, the entity histories (24 h windows), the pending impressions
+and their event-time timers live in Flink keyed state; checkpoints go to
+``features_job.checkpoint_dir`` (the newest 3 retained when the job is cancelled or dies) and
+a restart resumes from one, state and Kafka offsets together (at least once: outputs of the
+epoch after the restored checkpoint may be written twice, with the same values):
+
+    streamtrain features                       # unbounded, checkpoints every flink.checkpoint_interval_ms
+    streamtrain features --restore latest      # after a crash: resume from the newest checkpoint
+
 Taobao replay (its action types): ``--set features.action_types=cart,fav,buy
---set features.ctr_action=buy``. ``--bare`` runs the same topology forwarding bytes (the
-benchmark's pass-through baseline).
+--set features.ctr_action=buy`` (the joiner and the trainer need the same list:
+``validation.action_types``, ``model.heads``; schemas/contracts.py). The benchmark's pass-through baseline runs the same
+topology with operators that forward bytes (bench/bare_operators.py).
 
 On a Flink cluster:
     flink run -py streaming/features/job.py -pyfs . \\
         --jarfile infra/jars/flink/flink-sql-connector-kafka-5.0.0-2.2.jar \\
-        -- --no-jar --set kafka.bootstrap=broker:9092
+        -- --no-jar --set kafka.bootstrap=broker:9092 \\
+           --set features_job.checkpoint_dir=s3://bucket/features-chk
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
-import sys
 from dataclasses import dataclass
+from typing import Any
 
-from pyflink.common import Types
-from pyflink.datastream import KeyedCoProcessFunction, KeyedProcessFunction
+from pyflink.common import Types, WatermarkStrategy
+from pyflink.datastream import KeyedCoProcessFunction, KeyedProcessFunction, StreamExecutionEnvironment
 
-from streaming.features.flink_functions import (ItemFeatureFunction, UserFeatureFunction,
-                                                actions_tag, features_tag, step_output_type,
-                                                user_key)
+from schemas.validation import ValidationLimits
+from streaming.features.flink_functions import (
+    EventTimeStamp,
+    ItemFeatureFunction,
+    UserFeatureFunction,
+    actions_tag,
+    features_tag,
+    step_output_type,
+    user_key,
+)
 from streaming.features.spec import FeatureSpec
-from streaming.flink_env import (FlinkConfig, bytes_type, dead_letter_tag, kafka_sink, kafka_source,
-                                 make_env, watermarks)
-from streamtrain import cli_common
+from streaming.flink_env import (
+    START_FROM,
+    STATE_BACKENDS,
+    FlinkConfig,
+    StartFrom,
+    StateBackend,
+    bytes_type,
+    dead_letter_tag,
+    kafka_sink,
+    kafka_source,
+    watermarks,
+)
+from streaming.job_skeleton import FlinkJob, JobRun, run_as_script
+from streamtrain import flags
 from streamtrain.config import check
-from streamtrain.kafka_io import KafkaConfig, TopicsConfig, create_topics
+from streamtrain.kafka_io import KafkaConfig, TopicsConfig
+from streamtrain.paths import STATE_DIR
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class FeatureJobConfig:
-    """``[features_job]``: how the job runs (what it computes is ``[features]``)."""
+    """``[features_job]``: how the job runs (what it computes is ``[features]``).
+
+    group_id / start: the sources' consumer groups (``<group_id>-impressions``, ``-actions``)
+        and where a fresh start reads from; a restored run resumes from the checkpoint's
+        offsets whatever ``start`` says.
+    checkpoint_dir / restore: where checkpoints go (a path or a URI; the newest 3 are retained
+        when the job is cancelled or dies) and what to restore: ``latest`` (the newest
+        checkpoint there; a fresh start if there is none), a checkpoint path, or empty.
+        ``streamtrain features --restore latest|<path>`` overrides ``restore``.
+    state_backend: ``hashmap`` (heap) or ``rocksdb``.
+    max_restarts: -1 keeps Flink's restart strategy (exponential delay, forever); n >= 0
+        restarts at most n times, then the job fails (tests use 0 to fail fast).
+    """
 
     group_id: str = "streamtrain-features"
-    start: str = "committed"  # earliest | latest | committed
+    start: StartFrom = "committed"
+    checkpoint_dir: str = str(STATE_DIR / "features-checkpoints")
+    restore: str = ""
+    state_backend: StateBackend = "hashmap"
+    max_restarts: int = -1
 
     def __post_init__(self) -> None:
-        check(self.start in ("earliest", "latest", "committed"), "features_job.start", self.start,
-              "earliest | latest | committed")
+        check(self.start in START_FROM, "features_job.start", self.start, " | ".join(START_FROM))
+        check(bool(self.checkpoint_dir), "features_job.checkpoint_dir", self.checkpoint_dir,
+              "a directory or a URI")
+        check(self.state_backend in STATE_BACKENDS, "features_job.state_backend",
+              self.state_backend, " | ".join(STATE_BACKENDS))
+        check(self.max_restarts >= -1, "features_job.max_restarts", self.max_restarts,
+              ">= -1 (-1 = Flink's default)")
 
 
-class _BareUser(KeyedCoProcessFunction):
-    def process_element1(self, value, ctx):
-        yield 0, 0, value
-
-    def process_element2(self, value, ctx):
-        yield 1, 0, value
-
-
-class _BareItem(KeyedProcessFunction):
-    def process_element(self, value, ctx):
-        yield value[2]
-
-
-def build(env, kafka: KafkaConfig, topics: TopicsConfig, flink: FlinkConfig, spec: FeatureSpec,
-          job: FeatureJobConfig, bounded: bool, bare: bool = False) -> None:
+def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsConfig,
+          flink: FlinkConfig, spec: FeatureSpec, job: FeatureJobConfig, bounded: bool,
+          user_step: KeyedCoProcessFunction | None = None,
+          item_step: KeyedProcessFunction | None = None, limits: ValidationLimits | None = None) -> None:
+    """The topology; ``user_step`` / ``item_step`` replace the feature functions (a
+    benchmark's bare operators)."""
     strategy = watermarks(flink)
 
     def source(topic: str, name: str):
@@ -77,49 +120,60 @@ def build(env, kafka: KafkaConfig, topics: TopicsConfig, flink: FlinkConfig, spe
 
     users = source(topics.impressions, "impressions").connect(source(topics.actions, "actions")) \
         .key_by(user_key, user_key, key_type=Types.LONG())
-    user_fn = _BareUser() if bare else UserFeatureFunction(spec, topics.impressions, topics.actions)
-    by_user = users.process(user_fn, output_type=step_output_type()).name("dedup-user-features") \
+    if user_step is None:
+        user_step = UserFeatureFunction(spec, topics.impressions, topics.actions, limits)
+    by_user = users.process(user_step, output_type=step_output_type()).name("dedup-user-features") \
         .uid("user-features")
-    item_fn = _BareItem() if bare else ItemFeatureFunction(spec)
+    if item_step is None:
+        item_step = ItemFeatureFunction(spec)
     by_item = by_user.key_by(lambda t: t[1], key_type=Types.LONG()) \
-        .process(item_fn, output_type=bytes_type()).name("item-features").uid("item-features")
+        .process(item_step, output_type=bytes_type()).name("item-features").uid("item-features")
 
     def sink(stream, topic: str, uid: str):
         stream.sink_to(kafka_sink(kafka, topic)).name(f"kafka:{topic}").uid(uid)
 
-    sink(by_item, topics.impressions_enriched, "sink-impressions-enriched")
-    sink(by_item.get_side_output(actions_tag()), topics.actions_deduped, "sink-actions-deduped")
+    def stamped(stream, action: bool, uid: str):
+        """Kafka timestamp = event time: the joiner's watermarks read it (EventTimeStamp)."""
+        return stream.assign_timestamps_and_watermarks(
+            WatermarkStrategy.no_watermarks().with_timestamp_assigner(EventTimeStamp(action))) \
+            .name(f"event-time:{uid}").uid(f"event-time-{uid}")
+
+    sink(stamped(by_item, False, "impressions"), topics.impressions_enriched, "sink-impressions-enriched")
+    sink(stamped(by_item.get_side_output(actions_tag()), True, "actions"), topics.actions_deduped,
+         "sink-actions-deduped")
     sink(by_user.get_side_output(features_tag()).union(by_item.get_side_output(features_tag())),
          topics.features, "sink-features")
-    sink(by_user.get_side_output(dead_letter_tag()), topics.dead_letter, "sink-dead-letter")
+    sink(by_user.get_side_output(dead_letter_tag()).union(by_item.get_side_output(dead_letter_tag())),
+         topics.dead_letter, "sink-dead-letter")
+
+
+def _sections(args: argparse.Namespace) -> dict[str, Any]:
+    return {"features": flags.load(args, FeatureSpec, "features"),
+            "features_job": flags.load(args, FeatureJobConfig, "features_job")}
+
+
+def _build(env: StreamExecutionEnvironment, run: JobRun, **operators) -> None:
+    build(env, run.kafka, run.topics, run.flink, run["features"], run["features_job"],
+          run.args.bounded, limits=run.validation, **operators)
+
+
+def _describe(run: JobRun) -> str:
+    topics = run.topics
+    return (f"impressions={topics.impressions} actions={topics.actions} "
+            f"enriched={topics.impressions_enriched} deduped={topics.actions_deduped} "
+            f"features={topics.features} windows_ms={run['features'].windows_ms}")
+
+
+JOB = FlinkJob(
+    command="features", label="features",
+    description="dedup + realtime features in front of the joiner",
+    sections=_sections, durable_state="features_job",
+    build=_build, describe=_describe)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli_common.parser("features", "dedup + realtime features in front of the joiner")
-    p.add_argument("--bounded", action="store_true", help="stop at the offsets latest at start")
-    p.add_argument("--bare", action="store_true",
-                   help="benchmark baseline: the same topology forwarding bytes")
-    p.add_argument("--no-jar", action="store_true", help="the cluster provides the connector jar")
-    args = p.parse_args(argv)
-    kafka = cli_common.load(args, KafkaConfig, "kafka")
-    topics = cli_common.load(args, TopicsConfig, "topics")
-    flink = cli_common.load(args, FlinkConfig, "flink")
-    spec = cli_common.load(args, FeatureSpec, "features")
-    job = cli_common.load(args, FeatureJobConfig, "features_job")
-    create_topics(kafka, topics)
-    env = make_env(flink, with_jar=not args.no_jar)
-    build(env, kafka, topics, flink, spec, job, args.bounded, args.bare)
-    log.info("running features impressions=%s actions=%s enriched=%s deduped=%s features=%s "
-             "windows_ms=%s bounded=%s", topics.impressions, topics.actions,
-             topics.impressions_enriched, topics.actions_deduped, topics.features,
-             spec.windows_ms, args.bounded)
-    env.execute(f"streamtrain-features{'-bare' if args.bare else ''}")
-    log.info("features finished enriched=%s", topics.impressions_enriched)
-    return 0
+    return JOB.main(argv)
 
 
 if __name__ == "__main__":
-    from streamtrain.cli import setup_logging
-
-    setup_logging()
-    sys.exit(main())
+    run_as_script(main)

@@ -18,19 +18,19 @@ for an impression's own time returns exactly what was attached to it.
 from __future__ import annotations
 
 import logging
+import math
 import struct
-import time
 from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
 
 from schemas import FeatureUpdate, codec_for
 from schemas.errors import DecodeError
+from streaming.event_time import END_OF_TIME
 
 log = logging.getLogger(__name__)
 ENTITY_CODES = {"user": b"u", "item": b"i"}
 _KEY = struct.Struct(">cQQ")  # entity code, entity id, event time (sorts by time per entity)
-END_OF_TIME = (1 << 63) - 1
 
 
 class OnlineStore:
@@ -65,35 +65,33 @@ class OnlineStore:
 
     def consume(self, kafka, topic: str, until_end: bool = True, timeout_s: float = 60.0,
                 group_id: str | None = None) -> int:
-        """Apply the topic's FeatureUpdates from the beginning (or the group's offsets) until
-        its end offsets (``until_end``) or forever; returns how many were applied."""
+        """Apply the topic's FeatureUpdates from the beginning (or the group's committed
+        offsets, the beginning where it has none) until its end offsets (``until_end``, at
+        most ``timeout_s``) or forever; returns how many were applied."""
         from kafka import TopicPartition
 
-        from streamtrain.kafka_io import make_consumer, topic_partitions
+        from streamtrain.kafka_io import assign, drain, make_consumer, topic_partitions
 
         consumer = make_consumer(kafka, group_id=group_id)
         start = self.applied
         try:
-            tps = [TopicPartition(topic, p) for p in topic_partitions(kafka, topic)]
-            consumer.assign(tps)
-            if group_id is None:
-                consumer.seek_to_beginning(*tps)
-            end = consumer.end_offsets(tps)
-            deadline = time.monotonic() + timeout_s
-            while not until_end or time.monotonic() < deadline:
-                batch = consumer.poll(timeout_ms=200)
+            parts = topic_partitions(kafka, topic)
+            committed = None
+            if group_id is not None:
+                offsets = {p: consumer.committed(TopicPartition(topic, p)) for p in parts}
+                committed = {p: o for p, o in offsets.items() if o is not None}
+            tps = assign(consumer, kafka, topic, start=committed, partitions=parts)
+            for records in drain(consumer, tps, timeout_s if until_end else math.inf,
+                                 until_end=until_end):
                 ups = []
-                for recs in batch.values():
-                    for r in recs:
-                        try:
-                            ups.append(self._codec.decode(r.value))
-                        except DecodeError as exc:
-                            self.rejected += 1
-                            log.warning("online store: undecodable update topic=%s partition=%d "
-                                        "offset=%d reason=%s", topic, r.partition, r.offset, exc)
+                for r in records:
+                    try:
+                        ups.append(self._codec.decode(r.value))
+                    except DecodeError as exc:
+                        self.rejected += 1
+                        log.warning("online store: undecodable update topic=%s partition=%d "
+                                    "offset=%d reason=%s", topic, r.partition, r.offset, exc)
                 self.update_many(ups)
-                if until_end and all(consumer.position(tp) >= end[tp] for tp in tps):
-                    break
         finally:
             consumer.close()
         return self.applied - start

@@ -16,12 +16,11 @@ import heapq
 
 from schemas import Action, DeadLetter, FeatureUpdate, Impression
 from schemas.validation import ValidationLimits
+from streaming.event_time import END_OF_TIME
 from streaming.features.entity_state import EntityState
 from streaming.features.feature_step import FeatureStep
 from streaming.features.spec import FeatureSpec
 from streaming.record_gate import RecordGate
-
-END_OF_TIME = (1 << 63) - 1
 
 
 class _KeyedStep:
@@ -68,8 +67,9 @@ class FeaturePipeline:
         self.spec = spec
         self.ooo = out_of_orderness_ms
         limits = limits or ValidationLimits(action_types=spec.action_types)
-        self.gates = {"impressions": RecordGate(Impression, "features", "impressions", limits),
-                      "actions": RecordGate(Action, "features", "actions", limits)}
+        self.gates: dict[str, RecordGate[Impression] | RecordGate[Action]] = {
+            "impressions": RecordGate(Impression, "features", "impressions", limits),
+            "actions": RecordGate(Action, "features", "actions", limits)}
         self.user = _KeyedStep(FeatureStep(spec, "user"))
         self.item = _KeyedStep(FeatureStep(spec, "item"))
         self.watermark = -END_OF_TIME

@@ -15,26 +15,31 @@ Attached to an impression (no schema change): ``dense`` gets the user values the
 values, in ``names(entity)`` order (counts as log1p(count) when ``log1p_counts``), and the
 last-N items become sparse ids ``feature_id(last_n_slot, item)`` in slot ``last_n_slot``.
 
-    spec = FeatureSpec(windows_ms=(300_000, 3_600_000), action_types=("cart", "fav", "buy"),
-                       ctr_action="buy")
-    spec.names("user")  # ['user_imp_5m', 'user_cart_5m', ..., 'user_ctr_1h']
+>>> spec = FeatureSpec(windows_ms=(300_000, 3_600_000), action_types=("cart", "fav", "buy"),
+...                    ctr_action="buy")
+>>> spec.names("user")[:5], spec.names("user")[-1]
+(['user_imp_5m', 'user_cart_5m', 'user_fav_5m', 'user_buy_5m', 'user_ctr_5m'], 'user_ctr_1h')
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
+from schemas.contracts import ACTION_TYPES
 from streamtrain.config import check
 
-ENTITIES = ("user", "item")
+Entity = Literal["user", "item"]
+FeatureKind = Literal["count", "ctr"]
+ENTITIES: tuple[Entity, ...] = get_args(Entity)
 IMPRESSION = "imp"
 
 
 @dataclass(frozen=True, slots=True)
 class FeatureDef:
     name: str
-    kind: str  # "count" | "ctr"
+    kind: FeatureKind
     event: str  # "imp" or an action type (for "ctr": the numerator's action type)
     window_ms: int
 
@@ -55,7 +60,7 @@ class FeatureSpec:
     """
 
     windows_ms: tuple[int, ...] = (300_000, 3_600_000, 86_400_000)
-    action_types: tuple[str, ...] = ("click", "like", "conversion")
+    action_types: tuple[str, ...] = ACTION_TYPES  # the declared list (schemas/contracts.py)
     ctr_action: str = "click"
     ctr_prior: float = 0.05
     ctr_strength: float = 20.0
@@ -95,7 +100,7 @@ class FeatureSpec:
     def acted_types(self) -> frozenset[str]:
         return frozenset(self.last_n_actions or self.action_types)
 
-    def features(self, entity: str) -> tuple[FeatureDef, ...]:
+    def features(self, entity: Entity) -> tuple[FeatureDef, ...]:
         check(entity in ENTITIES, "entity", entity, f"one of {ENTITIES}")
         out = []
         for w in self.windows_ms:
@@ -104,14 +109,14 @@ class FeatureSpec:
             out.append(FeatureDef(f"{entity}_ctr_{label}", "ctr", self.ctr_action, w))
         return tuple(out)
 
-    def names(self, entity: str) -> list[str]:
+    def names(self, entity: Entity) -> list[str]:
         return [f.name for f in self.features(entity)]
 
     def dense_width(self) -> int:
         """How many dense values the job appends to every impression (user + item)."""
         return sum(len(self.features(e)) for e in ENTITIES)
 
-    def attach_values(self, entity: str, values: list[float]) -> list[float]:
+    def attach_values(self, entity: Entity, values: list[float]) -> list[float]:
         """The values as appended to ``Impression.dense`` (counts log1p'd when configured)."""
         if not self.log1p_counts:
             return list(values)

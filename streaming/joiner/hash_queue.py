@@ -11,10 +11,15 @@ a deadline to the tail's instead would hold the entry until the far-ahead deadli
 Lookups are O(1) through the index; a pop from the middle is O(1) too (a heap entry is
 left behind as garbage and skipped or compacted later).
 
-    q = HashQueue(max_entries=1000, max_bytes=1 << 20)
-    evicted = q.push("r1|7", entry, deadline_ms=60_000, nbytes=120)   # [] unless over the bound
-    q.get("r1|7")                      # O(1) lookup
-    for key, entry in q.expire(now_ms=61_000): ...   # pops every entry whose deadline passed
+>>> q = HashQueue(max_entries=2, max_bytes=1 << 20)
+>>> q.push("r1|7", "entry 1", 60_000, 120)     # evicted entries: none while within the bound
+[]
+>>> q.get("r1|7")                              # O(1) lookup
+'entry 1'
+>>> q.push("r2|8", "entry 2", 70_000, 120), q.push("r3|9", "entry 3", 80_000, 120)
+([], [('r1|7', 'entry 1')])
+>>> list(q.expire(75_000))                     # pops every entry whose deadline passed
+[('r2|8', 'entry 2')]
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ class HashQueue(Generic[K, V]):
         oldest first (possibly ``key`` itself if it is the oldest)."""
         if key in self._nodes:
             raise KeyError(f"{key!r} is already queued")
-        node = [deadline_ms, self._seq, nbytes, value]
+        node: list = [deadline_ms, self._seq, nbytes, value]  # mixed types, as in self._nodes
         self._seq += 1
         self._nodes[key] = node
         fifo = self._fifo

@@ -18,25 +18,40 @@ On a Flink cluster (the connector jar travels with --jarfile; -pyfs ships the co
 
 from __future__ import annotations
 
+import argparse
 import logging
-import sys
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any, Literal, get_args
 
 from pyflink.common import Types
-from pyflink.datastream import KeyedCoProcessFunction
+from pyflink.datastream import KeyedCoProcessFunction, StreamExecutionEnvironment
 
-from streaming.flink_env import (FlinkConfig, bytes_type, dead_letter_tag, kafka_sink, kafka_source,
-                                 make_env, watermarks)
+from schemas.validation import ValidationLimits
+from streaming.flink_env import (
+    START_FROM,
+    FlinkConfig,
+    StartFrom,
+    bytes_type,
+    checkpoint_settings,
+    dead_letter_tag,
+    kafka_sink,
+    kafka_source,
+    latest_checkpoint,  # noqa: F401  (moved to flink_env; still importable from here)
+    watermarks,
+)
+from streaming.job_skeleton import FlinkJob, JobRun, run_as_script
 from streaming.joiner.config import JoinerConfig
 from streaming.joiner.join_function import JoinFunction, join_bucket
-from streamtrain import cli_common
+from streamtrain import flags
 from streamtrain.config import check
-from streamtrain.kafka_io import KafkaConfig, TopicsConfig, create_topics
+from streamtrain.kafka_io import KafkaConfig, TopicsConfig
 from streamtrain.paths import STATE_DIR
 
 log = logging.getLogger(__name__)
-DELIVERIES = ("at_least_once", "exactly_once")
+Delivery = Literal["at_least_once", "exactly_once"]
+StateBackend = Literal["hashmap", "rocksdb"]
+DELIVERIES: tuple[Delivery, ...] = get_args(Delivery)
+STATE_BACKENDS: tuple[StateBackend, ...] = get_args(StateBackend)
 
 
 @dataclass(frozen=True)
@@ -60,12 +75,12 @@ class JoinerJobConfig:
 
     buckets: int = 128
     group_id: str = "streamtrain-joiner"
-    start: str = "committed"
-    delivery: str = "at_least_once"
+    start: StartFrom = "committed"
+    delivery: Delivery = "at_least_once"
     checkpoint_dir: str = str(STATE_DIR / "joiner-checkpoints")
     restore: str = ""
     kv_dir: str = str(STATE_DIR / "joiner-kv")
-    state_backend: str = "hashmap"
+    state_backend: StateBackend = "hashmap"
     timer_tick_ms: int = 1000
     log_interval_s: float = 30.0
     alignment_drift_ms: int = 0
@@ -73,58 +88,26 @@ class JoinerJobConfig:
 
     def __post_init__(self) -> None:
         check(self.buckets >= 1, "joiner_job.buckets", self.buckets, ">= 1")
-        check(self.start in ("earliest", "latest", "committed"), "joiner_job.start", self.start,
-              "earliest | latest | committed")
+        check(self.start in START_FROM, "joiner_job.start", self.start, " | ".join(START_FROM))
         check(self.delivery in DELIVERIES, "joiner_job.delivery", self.delivery, f"one of {DELIVERIES}")
-        check(self.state_backend in ("hashmap", "rocksdb"), "joiner_job.state_backend",
-              self.state_backend, "hashmap | rocksdb")
+        check(self.state_backend in STATE_BACKENDS, "joiner_job.state_backend",
+              self.state_backend, " | ".join(STATE_BACKENDS))
         check(self.alignment_drift_ms >= 0, "joiner_job.alignment_drift_ms",
               self.alignment_drift_ms, ">= 0 (0 = off)")
         check(self.timer_tick_ms >= 1, "joiner_job.timer_tick_ms", self.timer_tick_ms, ">= 1")
 
 
-class ForwardFunction(KeyedCoProcessFunction):
-    """The bare pass-through of the same shape as the joiner (for the benchmark)."""
-
-    def process_element1(self, value, ctx):
-        yield value
-
-    def process_element2(self, value, ctx):
-        yield value
-
-
-def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The newest completed checkpoint (``<dir>/<job id>/chk-<n>`` with ``_metadata``)."""
-    metas = list(Path(checkpoint_dir).glob("*/chk-*/_metadata"))
-    return max(metas, key=lambda p: p.stat().st_mtime).parent if metas else None
-
-
 def flink_settings(job: JoinerJobConfig) -> dict[str, str]:
-    chk = Path(job.checkpoint_dir).resolve().as_uri() if "://" not in job.checkpoint_dir \
-        else job.checkpoint_dir
-    settings = {
-        "execution.checkpointing.dir": chk,
-        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
-        "execution.checkpointing.num-retained": "3",
-        "state.backend.type": job.state_backend,
-    }
-    if job.max_restarts == 0:
-        settings["restart-strategy.type"] = "none"
-    elif job.max_restarts > 0:
-        settings.update({"restart-strategy.type": "fixed-delay",
-                         "restart-strategy.fixed-delay.attempts": str(job.max_restarts)})
-    restore = job.restore
-    if restore == "latest":
-        found = latest_checkpoint(job.checkpoint_dir)
-        restore = str(found) if found else ""
-        log.info("joiner restore=latest checkpoint=%s", restore or "none (fresh start)")
-    if restore:
-        settings["execution.state-recovery.path"] = restore
-    return settings
+    """The checkpoint settings of the job (``flink_env.checkpoint_settings``; the skeleton
+    applies them, ``durable_state="joiner_job"``)."""
+    return checkpoint_settings(job.checkpoint_dir, job.restore, job.state_backend,
+                               job.max_restarts, label="joiner")
 
 
-def build(env, kafka: KafkaConfig, topics: TopicsConfig, flink: FlinkConfig,
-          joiner: JoinerConfig, job: JoinerJobConfig, bounded: bool, bare: bool = False) -> None:
+def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsConfig,
+          flink: FlinkConfig, joiner: JoinerConfig, job: JoinerJobConfig, bounded: bool,
+          join: KeyedCoProcessFunction | None = None, limits: ValidationLimits | None = None) -> None:
+    """The topology; ``join`` replaces the JoinFunction (a benchmark's bare operator)."""
     strategy = watermarks(flink)
     if job.alignment_drift_ms > 0:
         from pyflink.common import Duration
@@ -141,12 +124,11 @@ def build(env, kafka: KafkaConfig, topics: TopicsConfig, flink: FlinkConfig,
     keyed = source(topics.impressions, "impressions").connect(source(topics.actions, "actions")) \
         .key_by(lambda raw: join_bucket(raw, buckets), lambda raw: join_bucket(raw, buckets),
                 key_type=Types.INT())
-    if bare:
-        fn = ForwardFunction()
-    else:
-        fn = JoinFunction(joiner, job.kv_dir, topics.impressions, topics.actions, buckets,
-                          job.timer_tick_ms, job.log_interval_s)
-    joined = keyed.process(fn, output_type=bytes_type()).name("join").uid("join")
+    if join is None:
+        join = JoinFunction(joiner, job.kv_dir, topics.impressions, topics.actions, buckets,
+                            job.timer_tick_ms, job.log_interval_s, limits=limits,
+                            out_of_orderness_ms=flink.out_of_orderness_ms)
+    joined = keyed.process(join, output_type=bytes_type()).name("join").uid("join")
     prefix = None
     if job.delivery == "exactly_once":
         prefix = f"{job.group_id}-{topics.samples}"
@@ -158,40 +140,47 @@ def build(env, kafka: KafkaConfig, topics: TopicsConfig, flink: FlinkConfig,
         .uid("sink-dead-letter")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = cli_common.parser("join", "join impressions with delayed actions into samples")
-    p.add_argument("--bounded", action="store_true",
-                   help="stop at the offsets latest at start (closes every window at the end)")
-    p.add_argument("--restore", default=None,
-                   help="'latest' or a checkpoint path (overrides joiner_job.restore)")
-    p.add_argument("--bare", action="store_true",
-                   help="benchmark baseline: the same topology forwarding bytes, no join")
-    p.add_argument("--no-jar", action="store_true", help="the cluster provides the connector jar")
-    args = p.parse_args(argv)
-    kafka = cli_common.load(args, KafkaConfig, "kafka")
-    topics = cli_common.load(args, TopicsConfig, "topics")
-    flink = cli_common.load(args, FlinkConfig, "flink")
-    joiner = cli_common.load(args, JoinerConfig, "joiner")
-    job = cli_common.load(args, JoinerJobConfig, "joiner_job")
-    if args.restore is not None:
-        from dataclasses import replace
+def _sections(args: argparse.Namespace) -> dict[str, Any]:
+    return {"joiner": flags.load(args, JoinerConfig, "joiner"),
+            "joiner_job": flags.load(args, JoinerJobConfig, "joiner_job")}
 
-        job = replace(job, restore=args.restore)
-    check(job.buckets >= flink.parallelism, "joiner_job.buckets", job.buckets,
-          f">= flink.parallelism ({flink.parallelism})")
-    create_topics(kafka, topics)
-    env = make_env(flink, with_jar=not args.no_jar, extra=flink_settings(job))
-    build(env, kafka, topics, flink, joiner, job, args.bounded, args.bare)
-    log.info("running joiner impressions=%s actions=%s samples=%s window_ms=%d policy=%s "
-             "bounded=%s delivery=%s", topics.impressions, topics.actions, topics.samples,
-             joiner.window_ms, joiner.policy, args.bounded, job.delivery)
-    env.execute(f"streamtrain-joiner{'-bare' if args.bare else ''}")
-    log.info("joiner finished samples=%s", topics.samples)
-    return 0
+
+def _prepare(run: JobRun) -> None:
+    buckets = run["joiner_job"].buckets
+    check(buckets >= run.flink.parallelism, "joiner_job.buckets", buckets,
+          f">= flink.parallelism ({run.flink.parallelism})")
+    joiner = run["joiner"]
+    for name in ("max_entries", "max_bytes", "max_dedup_entries"):
+        bound = getattr(joiner, name)
+        # job-wide bounds, bound // buckets per bucket core (JoinerConfig.per_core)
+        check(bound == 0 or bound >= buckets, f"joiner.{name}", bound,
+              f"0 (unbounded) or >= joiner_job.buckets ({buckets}): the bound is for the "
+              "whole job, shared among its buckets")
+
+
+def _build(env: StreamExecutionEnvironment, run: JobRun, **operators) -> None:
+    build(env, run.kafka, run.topics, run.flink, run["joiner"], run["joiner_job"],
+          run.args.bounded, limits=run.validation, **operators)
+
+
+def _describe(run: JobRun) -> str:
+    topics, joiner, job = run.topics, run["joiner"], run["joiner_job"]
+    return (f"impressions={topics.impressions} actions={topics.actions} samples={topics.samples} "
+            f"window_ms={joiner.window_ms} policy={joiner.policy} delivery={job.delivery}")
+
+
+JOB = FlinkJob(
+    command="join", label="joiner",
+    description="join impressions with delayed actions into samples",
+    bounded_help="stop at the offsets latest at start (closes every window at the end)",
+    sections=_sections,
+    prepare=_prepare, durable_state="joiner_job",
+    build=_build, describe=_describe)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return JOB.main(argv)
 
 
 if __name__ == "__main__":
-    from streamtrain.cli import setup_logging
-
-    setup_logging()
-    sys.exit(main())
+    run_as_script(main)

@@ -10,6 +10,16 @@ core is rebuilt from it on first use. One event-time timer per bucket, at the co
 deadline (rounded up to ``timer_tick_ms``), drives ``advance``. The KV fallback is local to
 the subtask (``<kv_dir>/subtask-<i>``) and written idempotently, so a replay after a restore
 rewrites the same records; it is not part of the checkpoint (see docs/joiner.md).
+
+Two clocks go into the cores: the operator's watermark closes windows; the subtask's
+``ImpressionClock`` (``clocks.py``: the watermark, as long as the impressions read so far
+vouch for it) ends the actions' waits for their impressions. The memory bounds of
+``[joiner]`` are for the whole job: each bucket's core gets ``bound // buckets``.
+
+The watermark comes from Kafka record timestamps, the cores work on ``event_time_ms``: a
+record whose timestamp is more than ``SKEW_WARN_MS`` from its event time is counted
+(``time_skewed``) and logged once per input, since such a producer moves the watermark
+with a clock that is not event time (the feature job's side outputs did: wall-clock).
 """
 
 from __future__ import annotations
@@ -17,25 +27,32 @@ from __future__ import annotations
 import logging
 import time
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeAlias
 
 from pyflink.common import Types
-from pyflink.datastream import KeyedCoProcessFunction
+from pyflink.datastream import KeyedCoProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
 
 from schemas import Action, DeadLetter, Impression, Sample, codec_for
 from schemas.peek import peek_ids
+from schemas.validation import ValidationLimits
+from streaming.event_time import END_OF_TIME
 from streaming.flink_env import dead_letter_tag
+from streaming.joiner.clocks import ImpressionClock
 from streaming.joiner.config import JoinerConfig
-from streaming.joiner.core import END_OF_TIME, JoinCore
+from streaming.joiner.core import JoinCore, Output
 from streaming.joiner.kv_fallback import KvFallback
 from streaming.joiner.metrics import JoinerMetrics
 from streaming.joiner.stall_detector import StallDetector
 from streaming.record_gate import RecordGate
+from streamtrain.clock import now_ms
 
 log = logging.getLogger(__name__)
-MAX_TIMESTAMP = (1 << 63) - 1  # Flink's Long.MAX_VALUE watermark
+Emitted: TypeAlias = bytes | tuple[OutputTag, bytes]  # a main-output record, or a side output's
+SKEW_WARN_MS = 60_000  # record timestamp vs event_time_ms: beyond this, counted and logged
 
 
 def join_bucket(raw: bytes, buckets: int) -> int:
@@ -49,7 +66,7 @@ def join_bucket(raw: bytes, buckets: int) -> int:
         return 0
 
 
-def subtask_of(runtime_context) -> tuple[int, int]:
+def subtask_of(runtime_context: RuntimeContext) -> tuple[int, int]:
     """(index, parallelism) of this subtask. PyFlink 2.2's thread-mode runtime context calls
     RuntimeContext.getIndexOfThisSubtask(), which Flink 2.x moved to getTaskInfo()."""
     try:
@@ -66,8 +83,11 @@ class JoinFunction(KeyedCoProcessFunction):
 
     def __init__(self, cfg: JoinerConfig, kv_dir: str, impressions_topic: str,
                  actions_topic: str, buckets: int, timer_tick_ms: int = 1000,
-                 log_interval_s: float = 30.0) -> None:
+                 log_interval_s: float = 30.0, limits: ValidationLimits | None = None,
+                 out_of_orderness_ms: int = 0) -> None:
         self.cfg = cfg
+        self.out_of_orderness_ms = out_of_orderness_ms  # [flink]: the inputs' watermark bound
+        self.limits = limits or ValidationLimits()  # [validation]
         self.kv_dir = kv_dir
         self.impressions_topic = impressions_topic
         self.actions_topic = actions_topic
@@ -75,23 +95,24 @@ class JoinFunction(KeyedCoProcessFunction):
         self.timer_tick_ms = timer_tick_ms
         self.log_interval_s = log_interval_s
 
-    def open(self, runtime_context) -> None:
+    def open(self, runtime_context: RuntimeContext) -> None:
         self.cores: dict[int, JoinCore] = {}
         self.kv = None
-        self.subtask, parallelism = subtask_of(runtime_context)
+        self.subtask, _ = subtask_of(runtime_context)
         cfg = self.cfg
-        # the memory bound is for the whole job: share it among the buckets of one subtask
-        per_bucket = max(1, self.buckets // parallelism)
-        self.bucket_cfg = replace(
-            cfg, max_entries=max(1, cfg.max_entries // per_bucket) if cfg.max_entries else 0,
-            max_bytes=max(1, cfg.max_bytes // per_bucket) if cfg.max_bytes else 0)
+        # the memory bounds are for the whole job: one share per bucket, wherever it runs
+        self.bucket_cfg = cfg.per_core(self.buckets)
+        self.clock = ImpressionClock(self.out_of_orderness_ms)
+        self._skew_logged: set[str] = set()
         self.kv = KvFallback(Path(self.kv_dir) / f"subtask-{self.subtask}", cfg.kv_ttl_ms)
         self.metrics = JoinerMetrics()
         self.stall = StallDetector(cfg.stall_after_ms, cfg.stall_min_impressions)
         self.journal_state = runtime_context.get_map_state(
             MapStateDescriptor("joiner-journal", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
-        self.imp_gate = RecordGate(Impression, "joiner", self.impressions_topic)
-        self.act_gate = RecordGate(Action, "joiner", self.actions_topic)
+        self.imp_gate = RecordGate(Impression, "joiner", self.impressions_topic, self.limits)
+        # the action types are the cores' check (dead-lettered and counted there)
+        self.act_gate = RecordGate(Action, "joiner", self.actions_topic,
+                                   replace(self.limits, action_types=None))
         self.sample_codec = codec_for(Sample)
         self.dl_codec = codec_for(DeadLetter)
         self.dl_tag = dead_letter_tag()
@@ -109,40 +130,47 @@ class JoinFunction(KeyedCoProcessFunction):
         group.gauge("label_wait_p99_ms", lambda: m.label_wait_percentile(99))
 
     def close(self) -> None:
-        if getattr(self, "kv", None) is None:
+        kv = getattr(self, "kv", None)
+        if kv is None:
             return  # open() did not get that far
         log.info("joiner close subtask=%d %s", self.subtask, self.metrics.log_line())
         for core in self.cores.values():
             core.close()
-        self.kv.close()
+        kv.close()
         self.kv = None
 
     # ---- Flink callbacks -----------------------------------------------------------------
 
-    def process_element1(self, value, ctx):
-        rec = self.imp_gate.update(bytes(value), int(time.time() * 1000))
+    def process_element1(self, value: bytes,
+                         ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
+        rec = self.imp_gate.update(bytes(value), now_ms())
         if isinstance(rec, DeadLetter):
             yield self.dl_tag, self.dl_codec.encode(rec)
             return
+        self._check_time(ctx, rec.event_time_ms, self.impressions_topic)
+        self.clock.on_impression(rec.event_time_ms)
         core = self._core(ctx.get_current_key())
         now = ctx.timer_service().current_watermark()
         yield from self._emit(core.on_impression(rec, now, raw=bytes(value)))
         self._schedule(core, ctx, now)
 
-    def process_element2(self, value, ctx):
-        rec = self.act_gate.update(bytes(value), int(time.time() * 1000))
+    def process_element2(self, value: bytes,
+                         ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
+        rec = self.act_gate.update(bytes(value), now_ms())
         if isinstance(rec, DeadLetter):
             yield self.dl_tag, self.dl_codec.encode(rec)
             return
+        self._check_time(ctx, rec.event_time_ms, self.actions_topic)
         core = self._core(ctx.get_current_key())
         now = ctx.timer_service().current_watermark()
-        yield from self._emit(core.on_action(rec, now))
+        yield from self._emit(core.on_action(rec, now, impressions_ms=self.clock.at(now)))
         self._schedule(core, ctx, now)
 
-    def on_timer(self, timestamp, ctx):
+    def on_timer(self, timestamp: int,
+                 ctx: KeyedCoProcessFunction.OnTimerContext) -> Iterator[Emitted]:
         core = self._core(ctx.get_current_key())
         now = max(timestamp, ctx.timer_service().current_watermark())
-        yield from self._emit(core.advance(now))
+        yield from self._emit(core.advance(now, impressions_ms=self.clock.at(now)))
         self._schedule(core, ctx, now)
 
     # ---- helpers -------------------------------------------------------------------------
@@ -151,7 +179,8 @@ class JoinFunction(KeyedCoProcessFunction):
         core = self.cores.get(bucket)
         if core is None:
             core = JoinCore(self.bucket_cfg, self.kv, stall=self.stall, metrics=self.metrics,
-                            journal=self._journal, actions_topic=self.actions_topic)
+                            journal=self._journal, actions_topic=self.actions_topic,
+                            action_types=self.limits.action_types)
             items = [(k, bytes(v)) for k, v in self.journal_state.items()]
             if items:
                 log.info("joiner subtask=%d restoring bucket=%d from %d journal entries",
@@ -160,22 +189,37 @@ class JoinFunction(KeyedCoProcessFunction):
             self.cores[bucket] = core
         return core
 
+    def _check_time(self, ctx: KeyedCoProcessFunction.Context, event_time_ms: int,
+                    topic: str) -> None:
+        """Count (and log once per topic) a record whose Kafka timestamp, the watermark's
+        clock, is far from its event time."""
+        ts = ctx.timestamp()
+        if ts is None or abs(ts - event_time_ms) <= SKEW_WARN_MS:
+            return
+        self.metrics.time_skewed += 1
+        if topic not in self._skew_logged:
+            self._skew_logged.add(topic)
+            log.warning("joiner subtask=%d topic=%s: record timestamp %d is %d ms from its "
+                        "event_time_ms %d; the watermark follows record timestamps, so the "
+                        "producer of this topic should stamp records with their event time",
+                        self.subtask, topic, ts, ts - event_time_ms, event_time_ms)
+
     def _journal(self, key: str, data: bytes | None) -> None:
         if data is None:
             self.journal_state.remove(key)
         else:
             self.journal_state.put(key, data)
 
-    def _schedule(self, core: JoinCore, ctx, now: int) -> None:
+    def _schedule(self, core: JoinCore, ctx: KeyedCoProcessFunction.Context, now: int) -> None:
         deadline = core.next_deadline()
         if deadline is None or now >= END_OF_TIME:
             return  # nothing waits, or the input ended (everything closed)
         tick = self.timer_tick_ms
         at = -(-max(deadline, now + 1) // tick) * tick
-        if at < MAX_TIMESTAMP:
+        if at < END_OF_TIME:  # a Java long holds no later timer; the final watermark is this
             ctx.timer_service().register_event_time_timer(at)
 
-    def _emit(self, outputs):
+    def _emit(self, outputs: Iterable[Output]) -> Iterator[Emitted]:
         for out in outputs:
             if isinstance(out, Sample):
                 yield self.sample_codec.encode(out)
@@ -184,6 +228,7 @@ class JoinFunction(KeyedCoProcessFunction):
         now = time.monotonic()
         if now - self._last_log >= self.log_interval_s:
             self._last_log = now
-            self.metrics.kv_size = self.kv.size
+            if self.kv is not None:  # always, between open() and close()
+                self.metrics.kv_size = self.kv.size
             log.info("joiner subtask=%d buckets_open=%d %s", self.subtask, len(self.cores),
                      self.metrics.log_line())

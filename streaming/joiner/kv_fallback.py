@@ -12,11 +12,16 @@ hold rows written by the rolled-back epoch; the core uses (writer, seq) to tell 
 from rows of its checkpointed history (``JoinCore``, "Restore and the KV fallback").
 A record is written when an impression leaves the window; a replay overwrites it.
 
-    kv = KvFallback(Path("/tmp/kv"), ttl_ms=86_400_000)
-    kv.put("r1|7", impression_bytes, labels=("click",), event_time_ms=t)
-    rec = kv.get("r1|7", now_ms=t + 3_600_000)    # KvRecord or None
-    kv.purge(now_ms)
-    kv.close()
+>>> import tempfile
+>>> kv = KvFallback(tempfile.mkdtemp(), ttl_ms=86_400_000)
+>>> kv.put("r1|7", b"<impression bytes>", labels=("click",), event_time_ms=1000)
+>>> kv.get("r1|7", now_ms=3_600_000).labels          # a KvRecord ...
+('click',)
+>>> kv.get("r1|7", now_ms=90_000_000) is None        # ... or None once past its TTL
+True
+>>> kv.purge(90_000_000)                             # rows removed
+1
+>>> kv.close()
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import logging
 import shutil
 import struct
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from rocksdict import Options, Rdict, WriteBatch
 
@@ -69,11 +76,12 @@ class KvFallback:
 
     def __init__(self, path: Path | str | None, ttl_ms: int) -> None:
         self._tmp = path in (None, "")
-        self.path = Path(tempfile.mkdtemp(prefix="joiner-kv-")) if self._tmp else Path(path)
+        self.path = Path(path or tempfile.mkdtemp(prefix="joiner-kv-"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.ttl_ms = ttl_ms
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
+        self._db: Rdict | None  # None once closed
         try:
             self._db = Rdict(str(self.path), opts)
         except Exception as exc:  # rocksdict raises plain Exception on lock/IO errors
@@ -84,7 +92,7 @@ class KvFallback:
         version = self._db.get(_VERSION_KEY)
         if version is None and self.size:
             version = b"1"  # rows without a version key: the first layout
-        if version not in (None, _VERSION):
+        if version is not None and version != _VERSION:
             self._db.close()
             raise KvFallbackError(
                 f"the joiner KV fallback at {self.path} has layout {version.decode()!r}, this "
@@ -92,10 +100,24 @@ class KvFallback:
                 "impressions in it are then orphans) or run the version that wrote it")
         self._db[_VERSION_KEY] = _VERSION
         self.purged = 0
+        # every expiry key below this was purged: a purge seeks here, not to the first "e"
+        # key, so it does not step over the tombstones of all earlier purges again (RocksDB
+        # keeps them until compaction: with a purge per watermark step, as on a long
+        # event-time span, that scan grew with every purge)
+        self._purged_below = 0
+
+    def _open_db(self) -> Rdict:
+        if self._db is None:
+            raise KvFallbackError(f"the joiner KV fallback at {self.path} is closed")
+        return self._db
+
+    def _keys_from(self, start: bytes) -> Iterator[bytes]:
+        # raw mode: keys are bytes (rocksdict's stubs type keys of every mode as one union)
+        return cast("Iterator[bytes]", self._open_db().keys(from_key=start))
 
     def _count(self) -> int:
         n = 0
-        for key in self._db.keys(from_key=b"d"):
+        for key in self._keys_from(b"d"):
             if key[:1] != b"d":
                 break
             n += 1
@@ -106,7 +128,8 @@ class KvFallback:
         """Store (or overwrite) an impression that left the window."""
         kb = key.encode()
         expire = event_time_ms + self.ttl_ms
-        old = self._db.get(b"d" + kb)
+        db = self._open_db()
+        old = db.get(b"d" + kb)
         batch = WriteBatch(raw_mode=True)
         if old is None:
             self.size += 1
@@ -116,10 +139,11 @@ class KvFallback:
                 batch.delete(b"e" + _EXP.pack(old_exp) + kb)
         batch.put(b"d" + kb, _encode(KvRecord(impression, tuple(labels), expire, writer, seq)))
         batch.put(b"e" + _EXP.pack(expire) + kb, b"")
-        self._db.write(batch)
+        db.write(batch)
+        self._purged_below = min(self._purged_below, expire)  # an already expired record
 
     def get(self, key: str, now_ms: int) -> KvRecord | None:
-        data = self._db.get(b"d" + key.encode())
+        data = self._open_db().get(b"d" + key.encode())
         if data is None:
             return None
         rec = _decode(data)
@@ -130,16 +154,17 @@ class KvFallback:
         end = b"e" + _EXP.pack(now_ms + 1)
         batch = WriteBatch(raw_mode=True)
         n = 0
-        for ikey in self._db.keys(from_key=b"e"):
+        for ikey in self._keys_from(b"e" + _EXP.pack(max(self._purged_below, 0))):
             if ikey >= end:
                 break
             batch.delete(ikey)
             batch.delete(b"d" + ikey[1 + _EXP.size:])
             n += 1
         if n:
-            self._db.write(batch)
+            self._open_db().write(batch)
             self.size -= n
             self.purged += n
+        self._purged_below = max(self._purged_below, now_ms + 1)
         return n
 
     def close(self) -> None:

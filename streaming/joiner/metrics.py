@@ -17,6 +17,7 @@ class JoinerMetrics:
     late_corrections: int = 0     # labels joined through the KV fallback after the window
     orphans: int = 0              # actions with no impression anywhere (dead-lettered)
     invalid: int = 0              # records rejected by validation (dead-lettered)
+    unknown_action_types: int = 0  # actions of an undeclared type (dead-lettered)
     final_samples: int = 0
     positive_samples: int = 0
     negative_samples: int = 0
@@ -32,6 +33,8 @@ class JoinerMetrics:
     kv_size: int = 0              # gauge: impressions in the KV fallback
     kv_unconfirmed: int = 0       # KV rows outside the checkpointed history (after a
                                   # restore): the action waited for its impression first
+    time_skewed: int = 0          # records whose Kafka timestamp (the watermark's clock)
+                                  # is over a minute from their event_time_ms
     # event-time wait from a label's action to the sample carrying it (last 10k labels)
     label_wait_ms: deque = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
 

@@ -7,8 +7,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import (Action, DeadLetter, DecodeError, DenseSnapshot, FeatureUpdate, Impression,
-                     Sample, SparseDelta, codec_for)
+from schemas import (
+    Action,
+    DeadLetter,
+    DecodeError,
+    DenseSnapshot,
+    FeatureUpdate,
+    Impression,
+    Sample,
+    SparseDelta,
+    codec_for,
+)
 from schemas.codec import AVRO_DIR, HEADER_LEN, Codec, load_schema
 from schemas.records import SCHEMA_FILES
 
@@ -50,8 +59,17 @@ def test_codec_header_is_avro_single_object_fingerprint():
     codec = codec_for(Sample)
     ref = avro.schema.parse((AVRO_DIR / "sample.avsc").read_text())
     assert codec.encode(EXAMPLES[2])[:2] == b"\xc3\x01"
-    # the reference returns the 64-bit value big-endian; the single-object header is little-endian
-    assert int.from_bytes(codec.fingerprint, "little") == int.from_bytes(ref.fingerprint("CRC-64-AVRO"), "big")
+    # the reference gives the fingerprint's bytes in header (little-endian) order, as Java's
+    # BinaryMessageDecoder reads them (tests/sync/test_delta_reader_java.py)
+    assert codec.fingerprint == ref.fingerprint("CRC-64-AVRO")
+    assert codec.encode(EXAMPLES[2])[2:HEADER_LEN] == ref.fingerprint("CRC-64-AVRO")
+
+
+def test_codec_still_reads_the_legacy_byte_reversed_header():
+    codec = codec_for(Sample)
+    data = codec.encode(EXAMPLES[2])
+    legacy = data[:2] + data[2:HEADER_LEN][::-1] + data[HEADER_LEN:]  # what earlier versions wrote
+    assert codec.decode(legacy) == codec.decode(data) == EXAMPLES[2]
 
 
 @given(

@@ -12,7 +12,8 @@ AVRO_TO_PY = {"int": int, "long": int, "float": float, "double": float, "string"
 
 def _py_type(avro_type):
     if isinstance(avro_type, dict) and avro_type["type"] == "array":
-        return list[AVRO_TO_PY[avro_type["items"]]]
+        item_type = AVRO_TO_PY[avro_type["items"]]
+        return list[item_type]
     return AVRO_TO_PY[avro_type]
 
 

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from sync.applier import DeltaApplier
 from sync.delta_builder import build_deltas
 from sync.store import MemoryRowStore
-from sync_helpers import update
+from tests.helpers.sync_updates import update
 
 
 def _push(version, ids, seed, evicted=(), shards=2, max_bytes=900_000):
@@ -16,7 +16,7 @@ def _push(version, ids, seed, evicted=(), shards=2, max_bytes=900_000):
 def _final_rows(pushes):
     """What the store must hold after every push is applied: the newest write per id."""
     state = {}
-    for version, ids, seed, evicted in pushes:
+    for _version, ids, seed, evicted in pushes:
         upd = update("t", ids, dim=2, seed=seed, evicted=evicted)
         for i in evicted:
             if i not in set(ids):
@@ -106,3 +106,76 @@ def test_applier_after_bootstrap_ignores_versions_the_dump_already_holds():
     assert a.apply(_push(4, [1, 2], 0, shards=1)[0]).rows == 0
     assert not store.lookup("t", np.array([2]), 2)[1][0] and a.stats.stale_messages == 1
     assert a.apply(_push(6, [2], 0, shards=1)[0]).rows == 1 and a.version == 6
+
+
+def test_applier_shows_a_version_only_once_every_part_of_every_owned_shard_arrived():
+    store = MemoryRowStore()
+    a = DeltaApplier(store, "m")
+    a.start_at(0, shards=[0, 1])
+    msgs = _push(1, range(400), seed=1, shards=2, max_bytes=600)
+    assert len(msgs) > 6
+    ids = np.arange(400)
+    for d in msgs[:-1]:
+        assert a.apply(d).committed is None
+        with a.view.snapshot() as snap:
+            assert snap.version == 0 and not snap.lookup("t", ids, 2)[1].any()
+        assert not store.lookup("t", ids, 2)[1].any()  # nothing written while staging
+    assert a.apply(msgs[-1]).committed == 1
+    with a.view.snapshot() as snap:
+        rows, found = snap.lookup("t", ids, 2)
+    assert snap.version == 1 and found.all()
+    np.testing.assert_array_equal(rows, update("t", range(400), dim=2, seed=1).values)
+
+
+def test_applier_abandons_an_incomplete_version_once_a_newer_one_completes():
+    a = DeltaApplier(MemoryRowStore(), "m")
+    a.start_at(0, shards=[0, 1])
+    v1 = _push(1, range(200), seed=1, shards=2, max_bytes=600)
+    v2 = _push(2, [5], seed=2, shards=2)
+    for d in v1[:2]:  # its publisher died after two messages
+        a.apply(d)
+    assert list(a.pending()) == [1] and a.version == 0
+    for d in v2:
+        a.apply(d)
+    assert a.version == 2 and a.stats.abandoned_versions == 1 and a.incomplete == [1]
+    assert a.pending() == {}
+    with a.view.snapshot() as snap:  # only version 2's row, nothing of version 1
+        assert snap.lookup("t", np.arange(200), 2)[1].tolist() == [i == 5 for i in range(200)]
+
+
+def test_applier_counts_a_reused_version_whose_content_differs():
+    a = DeltaApplier(MemoryRowStore(), "m")
+    first, again, reused = _push(1, [1, 2], 1, shards=1), _push(1, [1, 2], 1, shards=1), \
+        _push(1, [1, 2], 9, shards=1)
+    a.apply(first[0])
+    assert a.apply(again[0]).duplicate and not a.apply(again[0]).conflict
+    r = a.apply(reused[0])
+    assert r.duplicate and r.conflict
+    assert a.stats.duplicates == 3 and a.stats.conflicting_duplicates == 1
+
+
+def test_readers_never_wait_for_a_slow_store_write():
+    import threading
+    import time
+
+    class SlowStore(MemoryRowStore):
+        def write_rows(self, *args, **kw):
+            time.sleep(1.0)
+            return super().write_rows(*args, **kw)
+
+    a = DeltaApplier(SlowStore(), "m")
+    a.start_at(0, shards=[0])
+    applying = threading.Thread(target=a.apply, args=(_push(1, [1, 2], 1, shards=1)[0],))
+    applying.start()
+    versions, slowest = set(), 0.0
+    while applying.is_alive():
+        t0 = time.perf_counter()
+        with a.view.snapshot() as snap:
+            rows, found = snap.lookup("t", np.array([1, 2]), 2)
+            assert found.all() == (snap.version == 1)
+        slowest = max(slowest, time.perf_counter() - t0)
+        versions.add(snap.version)
+        time.sleep(0.01)
+    applying.join()
+    assert 1 in versions, "version 1 was visible while the store was still being written"
+    assert slowest < 0.5

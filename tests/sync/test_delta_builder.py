@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from schemas import codec_for, SparseDelta
+from schemas import SparseDelta, codec_for
 from sync.delta_builder import build_deltas, check_delta, decode_values
 from sync.sharding import shard_of
-from sync_helpers import update
+from tests.helpers.sync_updates import update
 
 
 def _rows(deltas):

@@ -7,7 +7,7 @@ from sync.config import ConsumerConfig, PublisherConfig
 from sync.dense import DenseAssembler, DenseChecksumError, chunk_dense, decode_dense, encode_dense
 from sync.dump import MARKER, latest_dump, write_dump
 from sync.publisher import merge_full
-from sync_helpers import update
+from tests.helpers.sync_updates import update
 
 
 def test_dense_chunks_reassemble_to_the_same_weights_in_any_order():

@@ -1,21 +1,20 @@
 """The real trainer -> publisher -> broker -> serving replica (over HTTP too)."""
 
 import json
-import threading
 import urllib.request
 
 import numpy as np
 import pytest
 
+from sync.app import make_app
 from sync.config import PublisherConfig, ReplicaConfig
 from sync.publisher import ModelPublisher
 from sync.replica import ServingReplica
-from sync.server import make_server
-
-trainer_mod = pytest.importorskip("trainer.trainer")
-from trainer.batch import BatchBuilder  # noqa: E402
-from trainer.config import ModelConfig, TableConfig, TrainerConfig  # noqa: E402
-from trainer.synthetic import SyntheticStream  # noqa: E402
+from sync.server import ReplicaServer
+from trainer import trainer as trainer_mod
+from trainer.batch import BatchBuilder
+from trainer.config import ModelConfig, TableConfig, TrainerConfig
+from trainer.synthetic import SyntheticStream
 
 pytestmark = pytest.mark.integration
 MODEL = ModelConfig(slots=(0, 1, 2, 3), dim=8, dense_dim=2, hidden=(16,), seed=3)
@@ -77,15 +76,15 @@ def test_replica_predicts_like_the_trainer_once_caught_up(kafka_broker, topics, 
     # same predictions, through HTTP, with the version in the answer
     probe = stream.take(64)
     want = trainer.predict(builder.build(probe))
-    server = make_server(replica, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    server = ReplicaServer(make_app(replica), "127.0.0.1", 0)
+    server.start()
+    base = f"http://127.0.0.1:{server.port}"
     try:
         answer = _http(f"{base}/predict", {"instances": _instances(probe)})
-        health, metrics = _http(f"{base}/health"), _http(f"{base}/metrics")
+        health, metrics = _http(f"{base}/health"), _http(f"{base}/status")
+        ready = _http(f"{base}/ready")
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
     got_p = np.array(answer["predictions"], np.float32)
     if dtype == "fp32":
         np.testing.assert_array_equal(got_p, want)
@@ -94,6 +93,7 @@ def test_replica_predicts_like_the_trainer_once_caught_up(kafka_broker, topics, 
     assert answer["version"] == pub.version and answer["dense_version"] == pub.version
     assert health == {"status": "ok", "model": "ctr", "version": pub.version}
     assert metrics["applied_version"] == pub.version and metrics["lag_records"] == 0
-    assert metrics["gaps"] == 0 and metrics["dead_letters"] == 0
+    assert metrics["gaps"] == 0 and metrics["dead_letters"] == 0 and metrics["apply_errors"] == 0
+    assert ready["ready"] and ready["version"] == pub.version, ready
     replica.close()
     pub.close()

@@ -55,3 +55,9 @@ def test_store_meta_round_trip(row_store):
     assert row_store.get_meta("offsets", {}) == {}
     row_store.set_meta("offsets", {"0": 12})
     assert row_store.get_meta("offsets") == {"0": 12}
+
+
+def test_store_row_versions_of_rows_tombstones_and_unknown_ids(row_store):
+    row_store.write_rows("t", np.array([1, 2]), _rows(2), version=3)
+    row_store.write_tombstones("t", np.array([2]), version=4)
+    assert row_store.row_versions("t", np.array([1, 2, 9])).tolist() == [3, 4, -1]

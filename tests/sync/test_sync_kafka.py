@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from schemas import DeadLetter, SparseDelta, codec_for
-from streamtrain.kafka_io import make_producer, read_all
+from streamtrain.kafka_io import read_all
 from sync.config import ConsumerConfig, PublisherConfig
 from sync.consumer import DeltaConsumer
 from sync.delta_builder import build_deltas
 from sync.publisher import ModelPublisher
 from sync.store import MemoryRowStore, RocksRowStore
-from sync_helpers import FakeTrainer, update
+from tests.helpers.sync_updates import FakeTrainer, update
 
 pytestmark = pytest.mark.integration
 
@@ -103,9 +103,8 @@ def test_sync_shard_subset_holds_only_its_ids(kafka_broker, topics, tmp_path):
     pub.close()
 
 
-def test_sync_duplicates_stale_and_corrupt_messages_are_handled(kafka_broker, topics, tmp_path):
+def test_sync_duplicates_stale_and_corrupt_messages_are_handled(kafka_broker, topics, tmp_path, producer):
     codec = codec_for(SparseDelta)
-    producer = make_producer(kafka_broker)
     v1 = build_deltas("m", 1, [update("t", [1, 2], dim=2, seed=1)], 1, "fp32", 900_000, 1)[0][1]
     v2 = build_deltas("m", 2, [update("t", [1, 2], dim=2, seed=2)], 1, "fp32", 900_000, 2)[0][1]
     v5 = build_deltas("m", 5, [update("t", [3], dim=2, seed=5)], 1, "fp32", 900_000, 5)[0][1]
@@ -135,7 +134,6 @@ def test_sync_duplicates_stale_and_corrupt_messages_are_handled(kafka_broker, to
     dead = [codec_for(DeadLetter).decode(r.value) for r in read_all(kafka_broker, topics.dead_letter, expected=2)]
     assert sorted(d.offset for d in dead) == [3, 5]
     assert any("undecodable" in d.reason for d in dead) and any("values hold" in d.reason for d in dead)
-    producer.close()
 
 
 def test_sync_restarted_publisher_continues_the_version_sequence(kafka_broker, topics, tmp_path):
@@ -158,12 +156,12 @@ def test_sync_restarted_publisher_continues_the_version_sequence(kafka_broker, t
     again.close()
 
 
-def test_sync_corrupt_dense_chunk_goes_to_dead_letter(kafka_broker, topics, tmp_path):
+def test_sync_corrupt_dense_chunk_goes_to_dead_letter(kafka_broker, topics, tmp_path, producer):
     import torch
+
     from schemas import DenseSnapshot
     from sync.dense import chunk_dense, encode_dense
 
-    producer = make_producer(kafka_broker)
     good = chunk_dense("m", 2, 0, encode_dense({"w": torch.ones(4)}, {"k": 1}), 1 << 20)
     bad = chunk_dense("m", 3, 0, encode_dense({"w": torch.zeros(4)}, {"k": 1}), 1 << 20)
     bad[0].sha256 = "0" * 64
@@ -179,4 +177,3 @@ def test_sync_corrupt_dense_chunk_goes_to_dead_letter(kafka_broker, topics, tmp_
     assert c.poll_until_caught_up()
     assert seen == [(2, {"k": 1})] and c.stats.dead_letters == 2
     c.close()
-    producer.close()

@@ -90,3 +90,30 @@ def test_generator_flat_out_stream_is_history_ending_before_now():
     events = list(gen.events())
     valid = [e.timestamp_ms for e in events if e.key != b"malformed"]
     assert max(valid) <= now and min(valid) >= now - (30 + gen.config.max_delay_s) * 1000
+
+
+def test_generator_oracle_leaves_the_byte_stream_unchanged_and_predicts_its_labels():
+    cfg = GeneratorConfig(seed=3, duration_s=120, start_ms=1_700_000_000_000, duplicate_rate=0.0,
+                          malformed_rate=0.0)
+    plain = [(e.topic, e.value) for e in TrafficGenerator(cfg).events()]
+    gen = TrafficGenerator(cfg, record_oracle=True)
+    assert [(e.topic, e.value) for e in gen.events()] == plain  # same rng draws, same records
+    imps = [codec_for(Impression).decode(v) for t, v in plain if t == "impressions"]
+    clicked = {codec_for(Action).decode(v).request_id for t, v in plain
+               if t == "actions" and codec_for(Action).decode(v).action_type == "click"}
+    truth = gen.true_probabilities([i.request_id for i in imps])
+    assert truth.shape == (len(imps), 3) and ((truth > 0) & (truth < 1)).all()
+    assert (truth[:, 1] < truth[:, 0]).all() and (truth[:, 2] < truth[:, 0]).all()  # like, conversion follow a click
+    y = [i.request_id in clicked for i in imps]
+    assert abs(truth[:, 0].sum() - sum(y)) < 4 * sum(y) ** 0.5  # calibrated: expected ~ observed clicks
+    p_clicked = truth[[k for k, c in enumerate(y) if c], 0].mean()
+    p_not = truth[[k for k, c in enumerate(y) if not c], 0].mean()
+    assert p_clicked > p_not  # and it ranks
+
+
+def test_generator_without_record_oracle_keeps_nothing():
+    gen = TrafficGenerator(GeneratorConfig(seed=1, duration_s=2, start_ms=1_700_000_000_000))
+    list(gen.events())
+    assert gen.oracle is None
+    with pytest.raises(ValueError, match="record_oracle"):
+        gen.true_probabilities(["g1-0"])

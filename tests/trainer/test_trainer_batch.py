@@ -1,9 +1,8 @@
 import numpy as np
 
+from tests.helpers.trainer_models import sample
 from trainer.batch import BatchBuilder
 from trainer.config import ModelConfig
-
-from trainer_helpers import sample
 
 
 def test_batch_layout_groups_ids_per_sample_with_fields():

@@ -1,10 +1,9 @@
 import pytest
 
+from tests.helpers.trainer_models import small_model, small_table, small_trainer
 from trainer import checkpoint
 from trainer.errors import CheckpointError, TrainerError
 from trainer.trainer import Trainer
-
-from trainer_helpers import small_model, small_table, small_trainer
 
 
 def test_checkpoint_keeps_newest_and_ignores_partial_files(tmp_path):

@@ -66,3 +66,40 @@ def test_metrics_writer_appends_json_lines_and_draws_png(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [0, 1, 2] and "like" in lines[0]
     assert (tmp_path / "auc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_metrics_history_is_bounded_and_reports_are_unchanged():
+    rng = np.random.default_rng(2)
+    bounded = ProgressiveValidator(("click", "like"), window=200, history_points=20)
+    full = ProgressiveValidator(("click", "like"), window=200, history_points=10**6)
+    for step in range(1000):
+        p, y = rng.random((30, 2)), (rng.random((30, 2)) < 0.3).astype(float)
+        for pv in (bounded, full):
+            pv.update(p, y, np.ones_like(y))
+        assert bounded.report(step=step, samples=30 * (step + 1)) == full.report(step=step, samples=30 * (step + 1))
+        assert len(bounded.history) <= 20
+    kept, everything = bounded.history.indices(), list(full.history)
+    assert len(everything) == bounded.history.total == 1000
+    assert kept[0] == 0 and kept[-10:] == list(range(990, 1000))  # the first and the newest half
+    old = np.diff(kept[:-10])
+    assert len(set(old.tolist())) == 1  # older reports evenly thinned
+    assert list(bounded.history) == [everything[i] for i in kept]
+    assert bounded.history[0] == everything[0] and bounded.history[-1] == everything[-1]
+
+
+def test_trainer_history_stays_bounded_over_many_reports_and_plots_from_it(tmp_path):
+    from tests.helpers.trainer_models import SLOTS, small_model, small_table, small_trainer
+    from trainer.source import ListSource
+    from trainer.synthetic import SyntheticStream
+    from trainer.trainer import Trainer
+
+    m = small_model()
+    cfg = small_trainer(batch_size=10, report_every_batches=1, history_points=16,
+                        metrics_path=str(tmp_path / "m.jsonl"))
+    trainer = Trainer(m, small_table(), cfg)
+    trainer.run(ListSource(SyntheticStream(num_slots=SLOTS).take(1000), m, 10))
+    assert trainer.validator.history.total == 101 and len(trainer.validator.history) <= 16
+    assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 101  # every report, in full
+    writer = MetricsWriter("", str(tmp_path / "auc.png"))
+    writer.plot(trainer.validator.history, m.heads)
+    assert (tmp_path / "auc.png").read_bytes()[:4] == b"\x89PNG"

@@ -4,17 +4,20 @@ and the ``streamtrain train`` command."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 
 import pytest
 
 from schemas import DeadLetter, Sample, SparseDelta, codec_for
-from streamtrain.kafka_io import make_producer, read_all
-from trainer import cli
+from streamtrain.cli import train as cli
+from streamtrain.config import ConfigError
+from streamtrain.kafka_io import make_consumer, make_producer, read_all
+from tests.helpers.trainer_models import SLOTS, small_model, small_table, small_trainer
+from trainer.config import TrainerConfig
 from trainer.stream import KafkaSampleSource
 from trainer.synthetic import SyntheticStream
 from trainer.trainer import Trainer
-
-from trainer_helpers import SLOTS, small_model, small_table, small_trainer
 
 pytestmark = pytest.mark.integration
 
@@ -22,12 +25,14 @@ pytestmark = pytest.mark.integration
 def produce(kafka, topic, samples, extra=()):
     codec = codec_for(Sample)
     producer = make_producer(kafka)
-    for i, s in enumerate(samples):
-        producer.send(topic, codec.encode(s), partition=i % 2)
-    for raw in extra:
-        producer.send(topic, raw, partition=0)
-    producer.flush()
-    producer.close()
+    try:
+        for i, s in enumerate(samples):
+            producer.send(topic, codec.encode(s), partition=i % 2)
+        for raw in extra:
+            producer.send(topic, raw, partition=0)
+        producer.flush()
+    finally:
+        producer.close()
 
 
 def test_stream_sends_bad_records_to_dead_letter_and_serves_the_rest(kafka_broker, topics):
@@ -89,7 +94,8 @@ def test_trainer_restart_trains_every_sample_exactly_once(kafka_broker, topics, 
 def test_train_command_runs_bounded_and_writes_metrics_and_plot(kafka_broker, topics, tmp_path, capsys):
     produce(kafka_broker, topics.samples, SyntheticStream(num_slots=SLOTS, seed=3).take(600))
     sets = [f"kafka.bootstrap={kafka_broker.bootstrap}", f"topics.samples={topics.samples}",
-            f"topics.dead_letter={topics.dead_letter}", "model.slots=0,1,2,3,4,5", "model.dim=8", "model.dense_dim=0", "model.heads=click",
+            f"topics.dead_letter={topics.dead_letter}", "model.slots=0,1,2,3,4,5", "model.dim=8", "model.dense_dim=0",
+            "model.heads=click",
             "embedding.dim=8", "model.hidden=32", "trainer.report_every_batches=2",
             f"topics.model_deltas={topics.model_deltas}", f"topics.model_dense={topics.model_dense}",
             f"sync.dump_dir={tmp_path / 'dumps'}"]
@@ -113,3 +119,83 @@ def test_train_command_runs_bounded_and_writes_metrics_and_plot(kafka_broker, to
     argv[argv.index("--max-samples") + 1] = "0"
     assert cli.main(argv) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["samples"] == 600
+
+
+@pytest.mark.parametrize("isolation,expected", [("read_committed", "AC"), ("read_uncommitted", "ABC")])
+def test_trainer_trains_only_on_committed_transactions(kafka_broker, topics, closing, isolation, expected):
+    import uuid
+
+    codec = codec_for(Sample)
+    txn = closing(make_producer(kafka_broker, transactional_id=f"joiner-{uuid.uuid4().hex[:8]}"))
+    txn.init_transactions()
+    batches = {name: SyntheticStream(num_slots=SLOTS, seed=10 + k).take(100)
+               for k, name in enumerate("ABC")}
+    for name, samples in batches.items():  # A committed, B aborted, C committed
+        for s in samples:
+            s.request_id = f"{name}-{s.request_id}"
+        txn.begin_transaction()
+        for i, s in enumerate(samples):
+            txn.send(topics.samples, codec.encode(s), partition=i % 2)
+        txn.flush()
+        if name == "B":
+            txn.abort_transaction()
+        else:
+            txn.commit_transaction()
+    m = small_model()
+    cfg = small_trainer(batch_size=50, max_wait_ms=50, max_samples=100 * len(expected),
+                        idle_timeout_s=10, isolation_level=isolation)
+    assert TrainerConfig().isolation_level == "read_committed"  # the default
+    trained: list[str] = []
+    trainer = Trainer(m, small_table(), cfg)
+    final = trainer.run(KafkaSampleSource(kafka_broker, topics, m, cfg),
+                        on_batch=lambda b, t: trained.extend(b.request_ids))
+    want = [s.request_id for name in expected for s in batches[name]]
+    assert sorted(trained) == sorted(want) and final["samples"] == len(want)
+
+
+def test_make_consumer_rejects_an_unknown_isolation_level(kafka_broker):
+    with pytest.raises(ConfigError, match="isolation_level"):
+        make_consumer(kafka_broker, isolation_level="read_some")
+
+
+def test_stream_warns_once_per_idle_period_naming_the_dead_letter_topic(kafka_broker, topics, producer,
+                                                                        closing, caplog):
+    dl = codec_for(DeadLetter)
+    for i in range(3):
+        producer.send(topics.dead_letter, dl.encode(DeadLetter(
+            stage="joiner", source_topic=topics.actions, reason=f"orphan action: no impression {i}",
+            time_ms=0, raw=b"x", partition=0, offset=i)))
+    producer.flush()
+    caplog.set_level(logging.WARNING, logger="trainer.stream")
+    source = closing(KafkaSampleSource(kafka_broker, topics, small_model(),
+                                       small_trainer(batch_size=10, max_wait_ms=20, idle_warn_s=0.5)))
+
+    def idle_warnings():
+        return [r.getMessage() for r in caplog.records
+                if r.name == "trainer.stream" and r.getMessage().startswith("no samples in")]
+
+    served: list = []
+
+    def poll_until(cond, deadline_s=20.0):
+        deadline = time.monotonic() + deadline_s
+        while not cond() and time.monotonic() < deadline:
+            batch = source.next_batch(timeout_s=0.1)
+            if batch is not None:
+                served.append(batch)
+        assert cond(), "condition not met before the deadline"
+
+    poll_until(lambda: len(idle_warnings()) == 1)
+    assert not served
+    (msg,) = idle_warnings()
+    assert topics.samples in msg and f"dead-letter topic {topics.dead_letter} has 3 records" in msg
+    assert "joiner: orphan action x3" in msg
+    quiet_until = time.monotonic() + 1.5  # three more idle thresholds: still one warning
+    poll_until(lambda: time.monotonic() > quiet_until)
+    assert len(idle_warnings()) == 1
+    # a sample ends the idle period; the next one warns again
+    producer.send(topics.samples, codec_for(Sample).encode(SyntheticStream(num_slots=SLOTS).take(1)[0]))
+    producer.flush()
+    poll_until(lambda: sum(len(b) for b in served) == 1)
+    poll_until(lambda: len(idle_warnings()) == 2)
+    ((part, offset),) = served[0].positions.items()
+    assert offset == 1 and f"at positions {{{part}: 1}}" in idle_warnings()[1]

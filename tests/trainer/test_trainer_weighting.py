@@ -3,14 +3,13 @@ import pytest
 import torch
 
 from schemas import FLAG_ACTION_STALL, FLAG_LATE_CORRECTION
+from tests.helpers.trainer_models import SLOTS, sample, small_model, small_table, small_trainer
 from trainer.batch import BatchBuilder
 from trainer.config import ModelConfig
 from trainer.source import ListSource
 from trainer.synthetic import SyntheticStream
 from trainer.trainer import Trainer
 from trainer.weighting import LossWeighting
-
-from trainer_helpers import SLOTS, sample, small_model, small_table, small_trainer
 
 HEADS = ("click", "conversion")
 
@@ -24,7 +23,8 @@ def test_weighting_negatives_get_inverse_sample_rate():
     eval_w, train_w = LossWeighting(small_trainer(neg_sampling="weight"), 2).base(batch)
     assert eval_w.tolist() == [[4, 4], [1, 1]] and train_w.tolist() == [[4, 4], [1, 1]]
     eval_w, train_w = LossWeighting(small_trainer(neg_sampling="logit"), 2).base(batch)
-    assert eval_w.tolist() == [[4, 4], [1, 1]] and train_w.tolist() == [[1, 1], [1, 1]]
+    # the click's conversion-negative was kept for sure: it counts r, like the sampled negatives
+    assert eval_w.tolist() == [[4, 4], [1, 1]] and train_w.tolist() == [[1, 1], [1, 0.25]]
 
 
 def test_weighting_late_correction_trains_only_its_late_labels():
@@ -73,3 +73,13 @@ def test_weighting_recalibrates_for_negative_down_sampling(mode):
     assert abs(_mean_prediction_error(mode)) < 0.05
     # without a correction the model believes the sampled positive rate
     assert _mean_prediction_error("none") > 0.15
+
+
+def test_weighting_a_label_no_head_reads_was_still_kept_for_sure():
+    """The joiner keeps every labelled sample (schemas/contracts.py): one whose only label is
+    no model head is a negative for the heads, but it is not down-sampled."""
+    batch = build([sample(0, labels=("like",), sample_rate=0.25), sample(1, sample_rate=0.25)])
+    eval_w, train_w = LossWeighting(small_trainer(neg_sampling="weight"), 2).base(batch)
+    assert eval_w.tolist() == [[1, 1], [4, 4]] and train_w.tolist() == [[1, 1], [4, 4]]
+    eval_w, train_w = LossWeighting(small_trainer(neg_sampling="logit"), 2).base(batch)
+    assert eval_w.tolist() == [[1, 1], [4, 4]] and train_w.tolist() == [[0.25, 0.25], [1, 1]]

@@ -1,0 +1,42 @@
+"""Small configs and samples shared by the trainer tests."""
+
+from __future__ import annotations
+
+from schemas import Sample
+from trainer.config import ModelConfig, TableConfig, TrainerConfig
+
+SLOTS = 6
+
+
+def small_model(**kw) -> ModelConfig:
+    return ModelConfig(**({"slots": tuple(range(SLOTS)), "dim": 8, "hidden": (32,), "dense_dim": 0,
+                           "heads": ("click",)} | kw))
+
+
+def small_table(**kw) -> TableConfig:
+    return TableConfig(**({"dim": 8} | kw))
+
+
+def small_trainer(**kw) -> TrainerConfig:
+    return TrainerConfig(**({"batch_size": 256, "window": 2000, "device": "cpu"} | kw))
+
+
+def sample(i: int = 0, ids=(1, 2), slots=(0, 1), labels=(), **kw) -> Sample:
+    return Sample(request_id=f"r{i}", user_id=1, item_id=2, event_time_ms=1000 + i, emit_time_ms=1000 + i,
+                  slots=list(slots), ids=list(ids), label_types=list(labels), **kw)
+
+
+def train_argv(kafka, topics, tmp_path, *extra: str, sets=()) -> list[str]:
+    """Arguments of ``streamtrain train`` for the small model on the test broker and topics:
+    checkpoints in ``tmp_path/ckpt``, metrics in ``tmp_path/m.jsonl``, dumps in
+    ``tmp_path/dumps``; ``extra`` flags and ``sets`` (``section.field=value``) appended."""
+    base = [f"kafka.bootstrap={kafka.bootstrap}", f"topics.samples={topics.samples}",
+            f"topics.dead_letter={topics.dead_letter}", f"topics.model_deltas={topics.model_deltas}",
+            f"topics.model_dense={topics.model_dense}", f"sync.dump_dir={tmp_path / 'dumps'}",
+            f"model.slots={','.join(map(str, range(SLOTS)))}", "model.dim=8", "model.dense_dim=0",
+            "model.heads=click", "model.hidden=32", "embedding.dim=8"]
+    argv = ["--device", "cpu", "--checkpoint-dir", str(tmp_path / "ckpt"),
+            "--metrics", str(tmp_path / "m.jsonl"), *extra]
+    for s in (*base, *sets):
+        argv += ["--set", s]
+    return argv

@@ -1,0 +1,91 @@
+"""How a batch is scored: the id -> row -> prediction contract shared by the trainer and
+every serving replica (``sync.replica``). Written once, here.
+
+A batch (``trainer.batch``) holds B samples with N sparse ids in all; the model
+(``trainer.model``) has F fields (one per entry of ``ModelConfig.slots``, in that order),
+embedding dimension D, Dd dense features and H heads::
+
+    batch.ids (N,) ──distinct_ids──▶ ids.uniq  (U,)  distinct ids, first-seen order
+                                    ids.codes (N,)  batch.ids[k] == ids.uniq[ids.codes[k]]
+    lookup(ids.uniq) ─────────────▶ rows      (U, D)  one row per distinct id; zeros for an
+                                                      id the table does not hold
+    rows[ids.codes] ──────────────▶ per_id    (N, D)
+    pool by (batch.sample_index, batch.fields), sum
+                    ──────────────▶ emb       (B, F, D)  zeros for a field without ids
+    model.score(emb, batch.dense (B, Dd)) ──▶ probs (B, H)
+
+Id -> row mapping: there is ONE embedding table, ``TABLE_NAME`` (``"emb"``), of dimension
+``ModelConfig.dim``, keyed by the sample's 64-bit feature ids as they are (the row of
+``ids[k]`` is ``emb[ids[k]]``). Ids of slots that are not model fields were already dropped
+by ``BatchBuilder``. An id the table does not hold (unseen, not yet admitted, evicted)
+reads zeros. The trainer looks rows up in its ``EmbeddingTable``, a replica in its row
+store; given the same rows and dense weights both get the same probabilities.
+
+    probs = score_batch(model, batch, lookup)        # lookup: (U,) int64 -> (U, D) float32
+
+Training uses the same two steps (``distinct_ids`` then ``pool_rows``) on rows it can take
+gradients of, then the model's logits instead of ``score``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from trainer.batch import Batch
+from trainer.model import CTRModel
+
+TABLE_NAME = "emb"
+
+RowLookup = Callable[[np.ndarray], torch.Tensor | np.ndarray]
+"""(U,) distinct int64 ids -> (U, D) float32 rows, zeros for ids it does not hold."""
+
+
+@dataclass(frozen=True)
+class BatchIds:
+    """The distinct ids of a batch and, for every id of the batch, which one it is."""
+
+    uniq: np.ndarray   # (U,) int64, first-seen order
+    codes: np.ndarray  # (N,) int64, batch.ids == uniq[codes]
+
+    def counts(self) -> np.ndarray:
+        """(U,) occurrences of each distinct id in the batch."""
+        return np.bincount(self.codes, minlength=len(self.uniq))
+
+
+def distinct_ids(batch: Batch) -> BatchIds:
+    codes, uniq = pd.factorize(batch.ids)
+    return BatchIds(uniq=np.asarray(uniq, dtype=np.int64), codes=np.asarray(codes, dtype=np.int64))
+
+
+def pool(values: torch.Tensor, sample_index: np.ndarray | torch.Tensor,
+         fields: np.ndarray | torch.Tensor, batch_size: int, num_fields: int) -> torch.Tensor:
+    """Sum-pool per (sample, field): values (N, D) of the ids in a batch -> (B, F, D)."""
+    dev = values.device
+    si = torch.as_tensor(sample_index, device=dev)
+    fi = torch.as_tensor(fields, device=dev)
+    out = torch.zeros(batch_size * num_fields, values.shape[1], device=dev, dtype=values.dtype)
+    out.index_add_(0, si * num_fields + fi, values)
+    return out.view(batch_size, num_fields, values.shape[1])
+
+
+def pool_rows(batch: Batch, ids: BatchIds, rows: torch.Tensor, num_fields: int) -> torch.Tensor:
+    """Pooled field embeddings (B, F, D) from the rows (U, D) of ``ids.uniq``."""
+    per_id = rows.index_select(0, torch.from_numpy(ids.codes).to(rows.device))  # (N, D)
+    return pool(per_id, batch.sample_index, batch.fields, len(batch), num_fields)  # (B, F, D)
+
+
+@torch.no_grad()
+def score_batch(model: CTRModel, batch: Batch, lookup: RowLookup) -> np.ndarray:
+    """(B, H) float32 probabilities of ``batch``; rows come from ``lookup`` (see the module
+    docstring). Reads only: no counting, admission or training."""
+    device = next(model.parameters()).device
+    ids = distinct_ids(batch)
+    rows = torch.as_tensor(lookup(ids.uniq), dtype=torch.float32, device=device)  # (U, D)
+    emb = pool_rows(batch, ids, rows, len(model.cfg.slots))  # (B, F, D)
+    dense = torch.from_numpy(batch.dense).to(device)  # (B, Dd)
+    return model.score(emb, dense).cpu().numpy()  # (B, H)

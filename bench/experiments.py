@@ -22,11 +22,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.common import write_result
+from bench.common import RESULTS_DIR, write_result
 from bench.peer_streams import build
 from bench.trainer_peers import configs, judge, labels_and_weights, parse_sets, run_streamtrain, steady_end
 from trainer.config import TableConfig
@@ -110,6 +111,42 @@ def hashed(streams: list[str], generator: int) -> dict:
     return out
 
 
+def plot(result: dict, path: Path) -> None:
+    """Calibration vs keep rate (corrected or not) and AUC vs hashed-table memory, per stream."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ns = result.get("negative_sampling", {})
+    for stream in sorted({k.split("/")[0] for k in ns}):
+        for mode, style in (("logit", "-o"), ("none", "--x")):
+            pts = [(r, ns.get(f"{stream}/rate={r}/{mode}", ns.get(f"{stream}/rate={r}/logit" if r == 1.0 else "")))
+                   for r in (1.0, 0.3, 0.1)]
+            xs = [r for r, v in pts if v and v.get("calibration")]
+            axes[0].plot(xs, [v["calibration"] for _, v in pts if v and v.get("calibration")], style,
+                         label=f"{stream} {mode}")
+    axes[0].set(xscale="log", yscale="log", xlabel="negative keep rate r", ylabel="calibration (pred/obs)",
+                title="negative down-sampling")
+    axes[0].axhline(1.0, color="grey", lw=0.5)
+    hs = result.get("hashed", {})
+    for stream in sorted({k.split("/")[0] for k in hs}):
+        base = hs[f"{stream}/collisionless"]["auc"]
+        fr = [(1.0, "same_memory"), (0.25, "quarter_memory"), (1 / 16, "sixteenth_memory")]
+        axes[1].plot([f for f, _ in fr], [hs[f"{stream}/hashed_{k}"]["auc"] - base for _, k in fr], "-o",
+                     label=stream)
+    axes[1].set(xscale="log", xlabel="hashed table memory / collisionless", ylabel="AUC - collisionless AUC",
+                title="hashed vs collisionless")
+    axes[1].axhline(0.0, color="grey", lw=0.5)
+    for ax in axes:
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default=",".join(EXPERIMENTS))
@@ -129,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             raise SystemExit(f"unknown experiment {exp!r}; one of {EXPERIMENTS}")
     print(f"wrote {write_result('experiments', result)}")
+    png = RESULTS_DIR / "experiments.png"
+    plot(result, png)
+    print(f"wrote {png}")
 
 
 if __name__ == "__main__":

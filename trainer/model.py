@@ -96,10 +96,16 @@ class CTRModel(nn.Module):
         return torch.sigmoid(self.forward(emb, dense))
 
 
+# what a model_config written before a key existed meant (a dense payload, a dump or a
+# checkpoint of an older trainer): those models had no wide term
+LEGACY_MODEL_KEYS: dict[str, Any] = {"wide": False}
+
+
 def model_config_from_dict(model_config: Mapping[str, Any]) -> ModelConfig:
-    """The ``ModelConfig`` inside ``Trainer.model_config()`` (its extra keys are ignored)."""
+    """The ``ModelConfig`` inside ``Trainer.model_config()`` (its extra keys are ignored; a
+    key it lacks takes its ``LEGACY_MODEL_KEYS`` meaning, else the default)."""
     known = {f.name for f in dataclasses.fields(ModelConfig)}
-    return ModelConfig.from_dict({k: v for k, v in model_config.items() if k in known})
+    return ModelConfig.from_dict(LEGACY_MODEL_KEYS | {k: v for k, v in model_config.items() if k in known})
 
 
 def build_model(config: ModelConfig | Mapping[str, Any]) -> CTRModel:

@@ -27,7 +27,7 @@ from trainer.config import ModelConfig, TableConfig, TrainerConfig
 from trainer.embedding import EmbeddingTable, make_table
 from trainer.errors import CheckpointError, TrainerError
 from trainer.metrics import MetricsWriter, ProgressiveValidator
-from trainer.model import BaseRateTracker, build_model
+from trainer.model import BaseRateTracker, build_model, model_config_from_dict
 from trainer.scoring import TABLE_NAME, distinct_ids, pool_rows, score_batch
 from trainer.updates import TableUpdate
 from trainer.weighting import LossWeighting
@@ -204,7 +204,7 @@ class Trainer:
         self.checkpoint_seconds += time.perf_counter() - started
 
     def restore(self, state: dict) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT or state["model_config"] != self.model_cfg.to_dict():
+        if state.get("format") != CHECKPOINT_FORMAT or model_config_from_dict(state["model_config"]) != self.model_cfg:
             raise CheckpointError("checkpoint does not match the configured model (format or "
                                   "[model] section differ); start with the config it was written with")
         self.table.restore(state["table"])

@@ -109,3 +109,12 @@ def test_trainer_reports_the_oracle_beside_the_model():
     oracle = final["click"]["oracle"]["cumulative"]
     assert oracle["auc"] > final["click"]["cumulative"]["auc"] and oracle["ne"] < 1.0
     assert final["click"]["oracle"]["window"]["n"] == final["click"]["window"]["n"]  # same samples
+
+
+def test_model_config_of_an_older_trainer_means_no_wide_term():
+    """A dense payload or dump written before ``wide`` existed rebuilds the model it came from."""
+    old = small_model(wide=False).to_dict()
+    del old["wide"], old["init_rate"]
+    net = build_model(old)
+    assert net.wide is None
+    net.load_state_dict(build_model(small_model(wide=False)).state_dict())  # the old layout loads

@@ -4,8 +4,8 @@ Both train the same model (B=4096 by default, 26 slots, dim 16, one torch thread
 same samples: *memory* serves batches built beforehand (no decode, no fetch: the ceiling),
 *kafka* reads them from the ``samples`` topic through ``trainer.stream.KafkaSampleSource``
 (fetch, decode, batch building on its prefetch workers): with one thread
-(``prefetch="thread"``, how it was before), one process, and two processes (the default,
-one per partition of the topic). They
+(``prefetch="thread"``, how it was before), one process (the default), and two processes
+(one per partition of the topic). They
 alternate ``--rounds`` times on fresh trainers and the median ratios are reported (the
 machine is shared). Beside the rates, the CPU time per sample of the training process and
 of the prefetch process: where a second core is free the trainer runs at the memory rate

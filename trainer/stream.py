@@ -4,13 +4,16 @@ The consumer is *assigned* every partition of the topic (no consumer-group rebal
 the trainer owns its input) and seeks to the positions of the checkpoint it restored, or to
 the beginning. A prefetch worker polls, decodes records in bulk into ``Batch``es of
 ``batch_size`` (or fewer after ``max_wait_ms`` without a full one) and queues up to
-``prefetch_batches`` of them, so decoding overlaps training. The workers are child
-processes by default (``prefetch="process"``: fetching and decoding a sample costs about
-as much CPU as training on it, and a thread would share the interpreter lock with the
-training loop; measured in bench/trainer_kafka.py), or one thread (``prefetch="thread"``).
-Each process is forked, reads its share of the partitions (``workers``, default 2, at most
-one per partition) with its own consumer and dead-letter producer, and hands batches over
-a pipe; each batch carries the positions of its worker's partitions only. Each batch carries the
+``prefetch_batches`` of them, so decoding overlaps training. The worker is one thread by
+default (``prefetch="thread"``), or child processes (``prefetch="process"``: fetching and
+decoding a sample costs about as much CPU as training on it, and a thread shares the
+interpreter lock with the training loop; measured in bench/trainer_kafka.py: the training
+process's CPU per sample drops from ~82 to ~40 us, a wall-clock gain only where a core is
+free). Each process is spawned (a forked child inherited the parent's Kafka client state
+without its network threads and hung), reads its share of the partitions (``workers``,
+default 1, at most one per partition) with its own consumer and dead-letter producer, and
+hands batches over a pipe; each batch carries the positions of its worker's partitions
+only. On the 2-core dev box a second process did not help. Each batch carries the
 positions (partition -> next offset) once it is consumed, including records that went to
 the dead-letter topic, which is what a checkpoint stores.
 
@@ -145,8 +148,8 @@ class KafkaSampleSource:
 
     def __init__(self, kafka: KafkaConfig, topics: TopicsConfig, model: ModelConfig,
                  cfg: TrainerConfig, start: dict[int, int] | None = None,
-                 metadata_timeout_s: float = 30.0, prefetch: str = "process",
-                 workers: int = 2) -> None:
+                 metadata_timeout_s: float = 30.0, prefetch: str = "thread",
+                 workers: int = 1) -> None:
         from kafka.errors import KafkaError
 
         if prefetch not in PREFETCH:
@@ -185,7 +188,9 @@ class KafkaSampleSource:
                                                          name="sample-prefetch", daemon=True)]
         else:
             self.consumer.close()  # the workers own the input from here
-            ctx = multiprocessing.get_context("fork")  # the trainer's modules are loaded already
+            # spawn, not fork: a forked child inherits the parent's Kafka client state but not
+            # its network threads (kafka-python 3), and hung in its first poll in the suite
+            ctx = multiprocessing.get_context("spawn")
             self._queue = ctx.Queue(maxsize=cfg.prefetch_batches)
             self._stop = ctx.Event()
             n = min(workers, len(parts))  # partitions dealt out: each read by one worker

@@ -138,7 +138,9 @@ def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsCon
             WatermarkStrategy.no_watermarks().with_timestamp_assigner(EventTimeStamp(action))) \
             .name(f"event-time:{uid}").uid(f"event-time-{uid}")
 
-    sink(stamped(by_item, False, "impressions"), topics.impressions_enriched, "sink-impressions-enriched")
+    # the main output keeps its element timestamps, and those are event times already: an
+    # impression leaves on its own timer (at its time) or, late, with its input's stamp
+    sink(by_item, topics.impressions_enriched, "sink-impressions-enriched")
     sink(stamped(by_item.get_side_output(actions_tag()), True, "actions"), topics.actions_deduped,
          "sink-actions-deduped")
     sink(by_user.get_side_output(features_tag()).union(by_item.get_side_output(features_tag())),

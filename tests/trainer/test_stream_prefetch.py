@@ -1,5 +1,5 @@
-"""Against the real broker: KafkaSampleSource's prefetch workers (forked processes, the
-default, one or two; or a thread) serve the same samples, positions and dead letters; the
+"""Against the real broker: KafkaSampleSource's prefetch workers (spawned processes, one
+or two; or a thread, the default) serve the same samples, positions and dead letters; the
 processes resume from start positions; an unknown worker kind is refused."""
 
 from __future__ import annotations

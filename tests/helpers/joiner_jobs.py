@@ -100,3 +100,32 @@ def keep_forever(kafka: KafkaConfig, topics: TopicsConfig) -> None:
                              for name in topics.names()])
     finally:
         admin.close()
+
+
+def wait_for(what: str, cond, timeout_s: float, proc=None) -> None:
+    """Poll ``cond`` until it holds, with a deadline; fail at once if ``proc`` (a job's
+    process) exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the job exited (rc={proc.returncode}) before {what}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def expected_keys(events) -> tuple[set, set]:
+    """(impression keys, distinct (key, action type) labels of those impressions), straight
+    from the generator's events."""
+    from schemas import Action, Impression, codec_for
+
+    imps, labels = set(), set()
+    for ev in events:
+        if ev.topic == "impressions":
+            rec = codec_for(Impression).decode(ev.value)
+            imps.add((rec.request_id, rec.item_id))
+        else:
+            act = codec_for(Action).decode(ev.value)
+            labels.add((act.request_id, act.item_id, act.action_type))
+    return imps, {lab for lab in labels if lab[:2] in imps}

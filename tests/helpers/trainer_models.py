@@ -40,3 +40,21 @@ def train_argv(kafka, topics, tmp_path, *extra: str, sets=()) -> list[str]:
     for s in (*base, *sets):
         argv += ["--set", s]
     return argv
+
+
+def produce_samples(kafka, topic: str, samples, extra=(), extra_partition: int = 0) -> None:
+    """Samples to the topic's two partitions in turn, then ``extra`` raw bytes (bad records)
+    to ``extra_partition``; flushed, the producer closed even on failure."""
+    from schemas import codec_for
+    from streamtrain.kafka_io import make_producer
+
+    codec = codec_for(Sample)
+    producer = make_producer(kafka)
+    try:
+        for i, s in enumerate(samples):
+            producer.send(topic, codec.encode(s), partition=i % 2)
+        for raw in extra:
+            producer.send(topic, raw, partition=extra_partition)
+        producer.flush()
+    finally:
+        producer.close()

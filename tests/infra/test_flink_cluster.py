@@ -35,7 +35,7 @@ from streamtrain.cli.flink import FlinkCluster, FlinkClusterConfig
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig, make_consumer
 from streamtrain.local_kafka import free_port
 from streamtrain.paths import REPO_ROOT
-from tests.helpers.joiner_jobs import keep_forever, read_topic
+from tests.helpers.joiner_jobs import expected_keys, keep_forever, read_topic, wait_for
 from traffic.generator import Event, GeneratorConfig, TrafficGenerator
 from traffic.producer import produce
 
@@ -47,15 +47,6 @@ def _cli(*args: str, timeout_s: float = 180) -> str:
                          capture_output=True, text=True, timeout=timeout_s)
     assert res.returncode == 0, f"streamtrain {args[0]} {args[1]}: {res.stdout[-3000:]}{res.stderr[-3000:]}"
     return res.stdout
-
-
-def _wait_for(what: str, cond, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
 def _cluster(work: Path) -> tuple[FlinkCluster, list[str]]:
@@ -95,18 +86,6 @@ def _flush(t_ms: int) -> list[Event]:
     act = Action("flush", 10**9, 10**9, "click", t_ms)
     return [Event("impressions", b"flush", codec_for(Impression).encode(imp), t_ms, t_ms),
             Event("actions", b"flush", codec_for(Action).encode(act), t_ms, t_ms)]
-
-
-def _expected(events: list[Event]) -> tuple[set, set]:
-    imps, labels = set(), set()
-    for ev in events:
-        if ev.topic == "impressions":
-            rec = codec_for(Impression).decode(ev.value)
-            imps.add((rec.request_id, rec.item_id))
-        else:
-            act = codec_for(Action).decode(ev.value)
-            labels.add((act.request_id, act.item_id, act.action_type))
-    return imps, {lab for lab in labels if lab[:2] in imps}
 
 
 def _records(kafka: KafkaConfig, topic: str) -> int:
@@ -176,7 +155,7 @@ def test_flink_cluster_jobs_survive_savepoint_resubmit_and_taskmanager_loss(kafk
     events = list(gen.events())
     a, b = len(events) * 4 // 10, len(events) * 6 // 10
     c = max(i for i, ev in enumerate(events) if ev.topic == "impressions") + 1  # then the tail
-    imps, labels = _expected(events)
+    imps, labels = expected_keys(events)
     assert len(imps) > 1500 and len(labels) > 300
     keep_forever(kafka_broker, topics)
     cluster, cluster_args = _cluster(tmp_path)
@@ -198,7 +177,7 @@ def test_flink_cluster_jobs_survive_savepoint_resubmit_and_taskmanager_loss(kafk
         assert set(submitted) == {"features", "join"}, "a submission failed (see the output above)"
         assert {j["name"] for j in cluster.jobs() if j["state"] == "RUNNING"} >= \
             {"streamtrain-features", "streamtrain-joiner"}
-        _wait_for("samples from the first part", lambda: len(_samples(kafka_broker, topics)) > 0, 150)
+        wait_for("samples from the first part", lambda: len(_samples(kafka_broker, topics)) > 0, 150)
 
         # 2. stop the joiner with a savepoint, send the second part, resume from the savepoint
         out = _cli("flink", "stop-job", "join", "--savepoint-dir", str(tmp_path / "sp"), *cluster_args)
@@ -210,7 +189,7 @@ def test_flink_cluster_jobs_survive_savepoint_resubmit_and_taskmanager_loss(kafk
         # an upgrade as users make one: a changed, compatible setting, state from the savepoint
         _cli("submit", "join", "--savepoint", savepoint, *cluster_args, *jobs["join"],
              "--set", "flink.bundle_size=500", "--set", "joiner_job.log_interval_s=10")
-        _wait_for("samples after the resubmission", lambda: len(_samples(kafka_broker, topics)) > seen, 120)
+        wait_for("samples after the resubmission", lambda: len(_samples(kafka_broker, topics)) > seen, 120)
 
         # 3. the TaskManager dies mid-stream; a new one takes over, the jobs recover
         def third_part() -> None:  # paced (10 event seconds a second), then the labels' tail
@@ -219,7 +198,7 @@ def test_flink_cluster_jobs_survive_savepoint_resubmit_and_taskmanager_loss(kafk
         producer = threading.Thread(target=third_part, daemon=True)
         producer.start()
         sent = sum(1 for ev in events[:b] if ev.topic == "impressions")
-        _wait_for("part of the third part sent (the crash comes mid-stream)",
+        wait_for("part of the third part sent (the crash comes mid-stream)",
                   lambda: _records(kafka_broker, topics.impressions) > sent + 100, 60)
         tm = cluster.pid("taskmanager")
         assert tm is not None
@@ -236,7 +215,7 @@ def test_flink_cluster_jobs_survive_savepoint_resubmit_and_taskmanager_loss(kafk
                            labels=sorted(labels - got))
             return not (missing["impressions"] or missing["labels"])
         try:
-            _wait_for("every impression and label in the samples", complete, 150)
+            wait_for("every impression and label in the samples", complete, 150)
         except AssertionError as exc:
             raise AssertionError(f"{exc}: {len(missing['impressions'])} impressions missing "
                                  f"{missing['impressions'][:5]}, {len(missing['labels'])} labels "

@@ -8,27 +8,12 @@ import time
 
 import pytest
 
-from schemas import Sample, codec_for
-from streamtrain.kafka_io import make_producer
-from tests.helpers.trainer_models import SLOTS, small_model, small_trainer
+from tests.helpers.trainer_models import SLOTS, produce_samples, small_model, small_trainer
 from trainer.errors import StreamError
 from trainer.stream import KafkaSampleSource
 from trainer.synthetic import SyntheticStream
 
 pytestmark = pytest.mark.integration
-
-
-def _produce(kafka, topic, samples, extra=()):
-    codec = codec_for(Sample)
-    producer = make_producer(kafka)
-    try:
-        for i, s in enumerate(samples):
-            producer.send(topic, codec.encode(s), partition=i % 2)
-        for raw in extra:
-            producer.send(topic, raw, partition=1)
-        producer.flush()
-    finally:
-        producer.close()
 
 
 def _drain(source, want_positions: int) -> tuple[list[str], dict[int, int]]:
@@ -50,7 +35,7 @@ def _drain(source, want_positions: int) -> tuple[list[str], dict[int, int]]:
 def test_stream_prefetch_workers_serve_the_same_samples_positions_and_dead_letters(
         kafka_broker, topics, prefetch, workers):
     good = SyntheticStream(num_slots=SLOTS, seed=4).take(500)
-    _produce(kafka_broker, topics.samples, good, extra=[b"\x00junk", b""])
+    produce_samples(kafka_broker, topics.samples, good, extra=[b"\x00junk", b""], extra_partition=1)
     source = KafkaSampleSource(kafka_broker, topics, small_model(),
                                small_trainer(batch_size=64, max_wait_ms=50), prefetch=prefetch,
                                workers=workers)
@@ -62,7 +47,7 @@ def test_stream_prefetch_workers_serve_the_same_samples_positions_and_dead_lette
 
 def test_stream_prefetch_process_resumes_from_start_positions(kafka_broker, topics):
     good = SyntheticStream(num_slots=SLOTS, seed=5).take(200)
-    _produce(kafka_broker, topics.samples, good)
+    produce_samples(kafka_broker, topics.samples, good)
     source = KafkaSampleSource(kafka_broker, topics, small_model(),
                                small_trainer(batch_size=32, max_wait_ms=50), start={0: 60, 1: 40})
     seen, positions = _drain(source, 200)

@@ -13,7 +13,7 @@ from schemas import DeadLetter, Sample, SparseDelta, codec_for
 from streamtrain.cli import train as cli
 from streamtrain.config import ConfigError
 from streamtrain.kafka_io import make_consumer, make_producer, read_all
-from tests.helpers.trainer_models import SLOTS, small_model, small_table, small_trainer
+from tests.helpers.trainer_models import SLOTS, produce_samples, small_model, small_table, small_trainer
 from trainer.config import TrainerConfig
 from trainer.stream import KafkaSampleSource
 from trainer.synthetic import SyntheticStream
@@ -22,24 +22,12 @@ from trainer.trainer import Trainer
 pytestmark = pytest.mark.integration
 
 
-def produce(kafka, topic, samples, extra=()):
-    codec = codec_for(Sample)
-    producer = make_producer(kafka)
-    try:
-        for i, s in enumerate(samples):
-            producer.send(topic, codec.encode(s), partition=i % 2)
-        for raw in extra:
-            producer.send(topic, raw, partition=0)
-        producer.flush()
-    finally:
-        producer.close()
-
-
 def test_stream_sends_bad_records_to_dead_letter_and_serves_the_rest(kafka_broker, topics):
     good = SyntheticStream(num_slots=SLOTS, seed=1).take(300)
     bad_sample = Sample(request_id="bad", user_id=1, item_id=1, event_time_ms=0, emit_time_ms=0,
                         slots=[0, 1], ids=[5])
-    produce(kafka_broker, topics.samples, good, extra=[b"\x00garbage", b"", codec_for(Sample).encode(bad_sample)])
+    produce_samples(kafka_broker, topics.samples, good,
+                    extra=[b"\x00garbage", b"", codec_for(Sample).encode(bad_sample)])
     source = KafkaSampleSource(kafka_broker, topics, small_model(), small_trainer(batch_size=128, max_wait_ms=50))
     seen, positions = [], {}
     try:
@@ -64,7 +52,7 @@ class Crash(Exception):
 
 def test_trainer_restart_trains_every_sample_exactly_once(kafka_broker, topics, tmp_path):
     samples = SyntheticStream(num_slots=SLOTS, seed=2).take(2000)
-    produce(kafka_broker, topics.samples, samples)
+    produce_samples(kafka_broker, topics.samples, samples)
     m = small_model()
     cfg = small_trainer(batch_size=100, max_wait_ms=50, checkpoint_dir=str(tmp_path),
                         checkpoint_every_batches=3, max_samples=2000)
@@ -92,7 +80,7 @@ def test_trainer_restart_trains_every_sample_exactly_once(kafka_broker, topics, 
 
 
 def test_train_command_runs_bounded_and_writes_metrics_and_plot(kafka_broker, topics, tmp_path, capsys):
-    produce(kafka_broker, topics.samples, SyntheticStream(num_slots=SLOTS, seed=3).take(600))
+    produce_samples(kafka_broker, topics.samples, SyntheticStream(num_slots=SLOTS, seed=3).take(600))
     sets = [f"kafka.bootstrap={kafka_broker.bootstrap}", f"topics.samples={topics.samples}",
             f"topics.dead_letter={topics.dead_letter}", "model.slots=0,1,2,3,4,5", "model.dim=8", "model.dense_dim=0",
             "model.heads=click",

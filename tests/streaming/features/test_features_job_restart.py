@@ -34,6 +34,7 @@ from streamtrain.kafka_io import KafkaConfig, TopicsConfig, read_all
 from streamtrain.paths import REPO_ROOT
 from tests.helpers import features_reference as reference
 from tests.helpers.features_taobao import check_enriched
+from tests.helpers.joiner_jobs import wait_for
 from traffic.generator import Event, GeneratorConfig, TrafficGenerator
 from traffic.producer import produce
 
@@ -63,17 +64,6 @@ def features_command(kafka: KafkaConfig, topics: TopicsConfig, work: Path, *sett
     if restore:
         cmd += ["--restore", restore]
     return cmd
-
-
-def _wait_for(what: str, cond, timeout_s: float, proc=None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the job exited (rc={proc.returncode}) before {what}")
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
 def _start(cmd: list[str], log_path: Path) -> subprocess.Popen:
@@ -199,12 +189,12 @@ def test_features_job_restart_from_checkpoint_keeps_dedup_and_windows(kafka_brok
             done = now == counts[0] and now["impressions_enriched"] > len(imps) // 5
             counts[0] = now
             return done
-        _wait_for("the first part's outputs", settled_once, 300, first)
+        wait_for("the first part's outputs", settled_once, 300, first)
         settled = _outputs(kafka_broker, topics)
         # ... and a checkpoint triggered after they were written: they precede its barrier,
         # so no restore from it or a later one replays them
         triggered, _ = _checkpoints(tmp_path)
-        _wait_for("a checkpoint after the first part",
+        wait_for("a checkpoint after the first part",
                   lambda: _checkpoints(tmp_path)[1] >= triggered + 2, 60, first)
 
         # the second part, paced, and the crash in the middle of it, once a checkpoint
@@ -218,7 +208,7 @@ def test_features_job_restart_from_checkpoint_keeps_dedup_and_windows(kafka_brok
         producer.start()
         done_before = _checkpoints(tmp_path)[1]
         n_settled = len(settled["impressions_enriched"])
-        _wait_for("outputs of the second part and a checkpoint in it",
+        wait_for("outputs of the second part and a checkpoint in it",
                   lambda: _checkpoints(tmp_path)[1] > done_before + 1 and len(read_all(
                       kafka_broker, topics.impressions_enriched, timeout_s=30)) > n_settled + 200,
                   240, first)
@@ -253,12 +243,12 @@ def test_features_job_restart_from_checkpoint_keeps_dedup_and_windows(kafka_brok
                     and {_key(r) for r in out["actions_deduped"]} == acts
                     and {_key(r) for r in out["features"]} == updates_wanted)
         try:
-            _wait_for("every impression and action out of the restored run", complete, 300, second)
+            wait_for("every impression and action out of the restored run", complete, 300, second)
         except AssertionError as exc:  # the checks below say what is wrong
             incomplete = str(exc)
         else:
             done = _checkpoints(tmp_path)[1]  # one more checkpoint: a late surplus record is flushed by then
-            _wait_for("one more checkpoint", lambda: _checkpoints(tmp_path)[1] > done, 60, second)
+            wait_for("one more checkpoint", lambda: _checkpoints(tmp_path)[1] > done, 60, second)
     finally:
         _kill(second)
     log = (tmp_path / "second.log").read_text(errors="replace")

@@ -23,23 +23,12 @@ import pytest
 from schemas import FLAG_LATE_CORRECTION, Action, Impression, Sample, codec_for
 from streaming.joiner.job import latest_checkpoint
 from streamtrain.paths import REPO_ROOT
-from tests.helpers.joiner_jobs import join_command, keep_forever, read_topic
+from tests.helpers.joiner_jobs import expected_keys, join_command, keep_forever, read_topic, wait_for
 from traffic.generator import Event, GeneratorConfig, TrafficGenerator
 from traffic.producer import produce
 
 pytestmark = pytest.mark.integration
 WINDOW_MS = 60_000
-
-
-def _wait_for(what: str, cond, timeout_s: float, proc=None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the job exited (rc={proc.returncode}) before {what}")
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
 def _start(cmd, log_path):
@@ -69,19 +58,6 @@ def _identity(s: Sample):
     return s.request_id, s.item_id, s.flags, tuple(s.label_types)
 
 
-def _expected(events):
-    """Impression keys and distinct (key, action type) labels, straight from the generator."""
-    imps, labels = set(), set()
-    for ev in events:
-        if ev.topic == "impressions":
-            rec = codec_for(Impression).decode(ev.value)
-            imps.add((rec.request_id, rec.item_id))
-        else:
-            rec = codec_for(Action).decode(ev.value)
-            labels.add((rec.request_id, rec.item_id, rec.action_type))
-    return imps, {lab for lab in labels if lab[:2] in imps}
-
-
 def _trained(kafka, topics, expected: int) -> list[str]:
     """The request ids the trainer trains on, reading the samples topic with its defaults."""
     from trainer.config import ModelConfig, TableConfig, TrainerConfig
@@ -105,7 +81,7 @@ def test_job_restart_from_checkpoint_loses_nothing(kafka_broker, topics, tmp_pat
                                            click_delay_median_s=20, conversion_delay_median_s=300))
     events = list(gen.events())
     a, b = len(events) * 4 // 10, len(events) * 7 // 10
-    imps, labels = _expected(events)
+    imps, labels = expected_keys(events)
     assert len(imps) > 3000 and len(labels) > 500
     keep_forever(kafka_broker, topics)
 
@@ -118,11 +94,11 @@ def test_job_restart_from_checkpoint_loses_nothing(kafka_broker, topics, tmp_pat
     first = _start(join_command(kafka_broker, topics, tmp_path, *settings, bounded=False),
                    tmp_path / "first.log")
     try:
-        _wait_for("a checkpoint and committed samples",
+        wait_for("a checkpoint and committed samples",
                   lambda: latest_checkpoint(tmp_path / "checkpoints") and committed() > 0, 240, first)
         seen = committed()
         produce(events[a:b], kafka_broker, topics)
-        _wait_for("samples of the second part", lambda: committed() > seen, 120, first)
+        wait_for("samples of the second part", lambda: committed() > seen, 120, first)
     finally:
         _kill(first)
     before_restart = Counter(_identity(s) for s in
@@ -145,14 +121,14 @@ def test_job_restart_from_checkpoint_loses_nothing(kafka_broker, topics, tmp_pat
             missing.update(impressions=sorted(imps - keys), labels=sorted(labels - got))
             return not (missing["impressions"] or missing["labels"])
         try:
-            _wait_for("every impression and label in the samples", complete, 150, second)
+            wait_for("every impression and label in the samples", complete, 150, second)
         except AssertionError as exc:
             (tmp_path / "missing.json").write_text(json.dumps(missing))  # for a post-mortem
             raise AssertionError(f"{exc}: {len(missing['impressions'])} impressions missing "
                                  f"{missing['impressions'][:5]}, {len(missing['labels'])} labels "
                                  f"missing {missing['labels'][:5]}") from None
         last = latest_checkpoint(tmp_path / "checkpoints")
-        _wait_for("one more checkpoint (a duplicate would be committed by then)",
+        wait_for("one more checkpoint (a duplicate would be committed by then)",
                   lambda: latest_checkpoint(tmp_path / "checkpoints") != last, 60, second)
     finally:
         _kill(second)

@@ -79,3 +79,15 @@ def test_publisher_config_names_the_bad_field(kwargs, field):
 def test_consumer_config_gives_each_replica_its_own_group():
     assert ConsumerConfig().group_id != ConsumerConfig().group_id
     assert ConsumerConfig(group_id="g").group_id == "g"
+
+
+def test_dump_of_a_model_that_has_seen_nothing_yet_reads_back_empty(tmp_path):
+    # a trainer's first dump before any row exists: the collect gives a flat empty array
+    # (it crashed the first compose run: serving never got its first dump)
+    import dataclasses
+
+    empty = dataclasses.replace(update("t", [1], dim=2), ids=np.array([], np.int64),
+                                values=np.array([], np.float32))
+    write_dump(tmp_path, "m", 1, 5, [empty], b"dense", "deltas", {0: 0}, "dense", 0, 1)
+    ids, values = latest_dump(tmp_path, "m").table_rows("t")
+    assert len(ids) == 0 and len(values) == 0

@@ -34,8 +34,9 @@ def kafka_for_bench(bootstrap: str | None):
 
 
 def fresh_topics(kafka: KafkaConfig, stem: str) -> TopicsConfig:
-    """Every system topic under names unique to this run, created."""
-    topics = TopicsConfig().suffixed(f"{stem}-{uuid.uuid4().hex[:6]}")
+    """Every system topic under names unique to this run, created; they keep records of any
+    age (the replays are stamped in 2017, which the default retention would delete mid-run)."""
+    topics = TopicsConfig(retention_hours=-1, dead_letter_retention_hours=-1).suffixed(f"{stem}-{uuid.uuid4().hex[:6]}")
     create_topics(kafka, topics)
     return topics
 

@@ -33,10 +33,14 @@ def kafka_broker(tmp_path_factory) -> KafkaConfig:
 
 @pytest.fixture
 def topics(kafka_broker, request) -> TopicsConfig:
-    """Every system topic, under names unique to this test (no cross-test interference)."""
+    """Every system topic, under names unique to this test (no cross-test interference).
+
+    They keep records of any age: tests replay logs stamped years ago, and the broker's
+    retention check (every 5 minutes, at any moment of a long session) would otherwise
+    delete such records between the test writing them and reading them back."""
     stem = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name)[:40]
     suffix = f"{stem}-{uuid.uuid4().hex[:6]}"
-    cfg = TopicsConfig().suffixed(suffix)
+    cfg = TopicsConfig(retention_hours=-1, dead_letter_retention_hours=-1).suffixed(suffix)
     create_topics(kafka_broker, cfg)
     return cfg
 

@@ -115,6 +115,7 @@ def test_features_job_drops_injected_duplicates_and_dead_letters_bad_input(kafka
     # both outputs carry event time as their Kafka timestamp: the joiner's watermarks read it
     # (the actions leave through a side output, which drops the element timestamp)
     act = codec_for(Action)
+    assert enriched and deduped
     assert all(r.timestamp == act.decode(r.value).event_time_ms
                for r in read_all(kafka_broker, topics.actions_deduped, timeout_s=90))
     imp = codec_for(Impression)

@@ -96,17 +96,25 @@ def make_env(cfg: FlinkConfig, with_jar: bool = True, extra: dict[str, str] | No
         conf.set_string(key, value)
     if with_jar:
         conf.set_string("pipeline.jars", connector_jar(cfg).resolve().as_uri())
+    root = logging.getLogger()
+    level = root.level
     env = StreamExecutionEnvironment.get_execution_environment(conf)
+    root.setLevel(level)  # PyFlink's gateway sets the root logger to WARN: the job's own lines vanished
     env.set_parallelism(cfg.parallelism)
     if cfg.checkpoint_interval_ms > 0:
         env.enable_checkpointing(cfg.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
     return env
 
 
+SAVEPOINTS_SUBDIR = "savepoints"  # <checkpoint_dir>/savepoints: where a clean stop's savepoint goes
+
+
 def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The newest completed checkpoint (``<dir>/<job id>/chk-<n>`` with ``_metadata``): the
-    latest written, the higher ``n`` on a tie (a restored job continues the numbers)."""
-    metas = list(Path(checkpoint_dir).glob("*/chk-*/_metadata"))
+    """The newest completed checkpoint (``<dir>/<job id>/chk-<n>`` with ``_metadata``) or
+    savepoint of a clean stop (``<dir>/savepoints/savepoint-*/_metadata``): the latest
+    written, the higher ``n`` on a tie (a restored job continues the numbers)."""
+    root = Path(checkpoint_dir)
+    metas = [*root.glob("*/chk-*/_metadata"), *root.glob(f"{SAVEPOINTS_SUBDIR}/savepoint-*/_metadata")]
 
     def newest(meta: Path) -> tuple[float, int]:
         n = meta.parent.name.removeprefix("chk-")

@@ -43,12 +43,14 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from schemas.validation import ValidationLimits
-from streaming.flink_env import FlinkConfig, checkpoint_settings, make_env
+from streaming.flink_env import SAVEPOINTS_SUBDIR, FlinkConfig, checkpoint_settings, make_env
 from streamtrain import flags
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig, create_topics
+from streamtrain.signals import StopRequest, stop_on_signals
 
 if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
@@ -170,9 +172,50 @@ class FlinkJob:
         self.build(env, run, **operators)
         what = self.describe(run) if self.describe is not None else ""
         log.info("running %s %s bounded=%s", label, what, run.args.bounded)
-        env.execute(run.name)
+        if run.args.bounded or self.durable_state is None:
+            env.execute(run.name)
+        else:
+            self._run_until_stopped(env, run.name, run[self.durable_state].checkpoint_dir, label)
         log.info("%s finished %s", label, what)
         return 0
+
+    def _run_until_stopped(self, env: StreamExecutionEnvironment, name: str, checkpoint_dir: str,
+                           label: str) -> None:
+        """An unbounded job with durable state: runs until it ends by itself (a failure
+        raises) or SIGTERM/SIGINT arrives; then it stops with a savepoint in
+        ``<checkpoint_dir>/savepoints``, which ``--restore latest`` resumes from (Kafka
+        offsets, keyed state and timers), so a clean stop loses nothing and repeats little."""
+        client = env.execute_async(name)
+        stop = StopRequest()
+        with stop_on_signals(stop, "stopping with a savepoint"):
+            while not stop.wait(0.5):
+                if client.get_job_status().result().is_globally_terminal_state():
+                    client.get_job_execution_result().result()  # raises if the job failed
+                    return
+        target = _savepoint_dir(checkpoint_dir)
+        try:
+            path = _stop_with_savepoint(client, target)
+        except Exception as exc:  # noqa: BLE001 - py4j wraps every JVM error; the retained checkpoints remain
+            log.error("%s: stop with a savepoint failed (%s); cancelling, the newest retained "
+                      "checkpoint stays the restore point", label, str(exc).splitlines()[0][:300])
+            client.cancel().result()
+            return
+        log.info("%s stopped by %s with a savepoint at %s", label, stop.by, path)
+
+
+def _savepoint_dir(checkpoint_dir: str) -> str:
+    if "://" in checkpoint_dir:
+        return f"{checkpoint_dir.rstrip('/')}/{SAVEPOINTS_SUBDIR}"
+    return (Path(checkpoint_dir).resolve() / SAVEPOINTS_SUBDIR).as_uri()
+
+
+def _stop_with_savepoint(client: Any, directory: str) -> str:
+    """``JobClient.stopWithSavepoint`` in the canonical format; PyFlink 2.2's wrapper calls
+    the two-argument overload, which Flink 2 no longer has."""
+    from pyflink.java_gateway import get_gateway
+
+    canonical = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+    return str(client._j_job_client.stopWithSavepoint(False, directory, canonical).get())
 
 
 def run_as_script(main: Callable[[], int]) -> NoReturn:

@@ -16,14 +16,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from streamtrain import flags
 from streamtrain.config import ConfigError
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig
+from streamtrain.signals import StopRequest, stop_on_signals
 from sync.config import PublisherConfig
 from sync.errors import SyncError
 from sync.publisher import ModelPublisher
@@ -39,42 +36,6 @@ FLAGS = {  # --flag -> trainer config field
     "max_samples": "max_samples", "idle_timeout": "idle_timeout_s", "checkpoint_dir": "checkpoint_dir",
     "metrics": "metrics_path", "plot": "plot_path", "device": "device", "batch_size": "batch_size",
 }
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class StopRequest(threading.Event):
-    """Set by the first stop signal; ``by`` names it."""
-
-    by = ""
-
-
-@contextmanager
-def stop_on_signals(stop: StopRequest) -> Iterator[None]:
-    """While inside: the first SIGTERM/SIGINT sets ``stop`` (a clean stop), a second one
-    raises ``KeyboardInterrupt`` (abort). Outside the main thread (signals cannot be
-    handled there) it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handle(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        if stop.is_set():
-            log.warning("%s again: aborting without checkpoint or publish", name)
-            raise KeyboardInterrupt(name)
-        log.info("%s: stopping after the current step (checkpoint, final publish); send it again "
-                 "to abort", name)
-        stop.by = name
-        stop.set()
-
-    previous = {s: signal.signal(s, handle) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def run(kafka: KafkaConfig, topics: TopicsConfig, model: ModelConfig, table: TableConfig,
@@ -131,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     stop = StopRequest()
     try:
-        with stop_on_signals(stop):
+        with stop_on_signals(stop, "stopping after the current step (checkpoint, final publish)"):
             cfg = flags.load(args, TrainerConfig, "trainer")
             changes = {field: getattr(args, flag) for flag, field in FLAGS.items() if getattr(args, flag) is not None}
             cfg = dataclasses.replace(cfg, **changes)

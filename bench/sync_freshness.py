@@ -1,5 +1,8 @@
-"""Freshness: from an action's event time to a serving replica scoring with the row that
-action updated, p50/p99, at a given sparse interval.
+"""Trainer-to-replica freshness (side rig): from a synthetic action's event time, stamped
+as the trainer's input is generated in process, to a serving replica scoring with the row
+that action updated, p50/p99, at a given sparse interval. Not end-to-end freshness: no
+Kafka samples topic, feature job or joiner; the live system's traced freshness, stage by
+stage, is the replica's ``streamtrain_replica_freshness_seconds`` (docs/sync.md).
 
 Setup: the real trainer trains on a synthetic stream generated in real time (each sample is
 stamped with the wall clock when generated = its action's event time) and ticks the
@@ -141,7 +144,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     with kafka_for_bench(args.bootstrap) as kafka:
         r = run(args.interval, args.duration, args.rate, args.batch, kafka)
-    print(f"sparse_interval {r['sparse_interval_s']:g}s over {r['duration_s']:g}s, "
+    print("trainer-to-replica freshness (side rig, no joiner or samples topic): "
+          f"sparse_interval {r['sparse_interval_s']:g}s over {r['duration_s']:g}s, "
           f"{r['samples']} actions, {r['pushes']} pushes: freshness p50 {r['freshness_p50_s']:.2f}s "
           f"p99 {r['freshness_p99_s']:.2f}s (max {r['freshness_max_s']:.2f}s); "
           f"{r['delta_bytes_per_min'] / 1e6:.2f} MB of deltas per minute")

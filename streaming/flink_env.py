@@ -1,7 +1,10 @@
 """Building blocks every PyFlink job of streamtrain shares: the execution environment (Python
 worker settings, connector jar, checkpointing), Kafka byte sources and sinks, the dead-letter
-side output and the event-time watermark strategy. ``streaming.job_skeleton`` runs every
-job on them (flags, settings, topics, environment, ``execute``).
+side output, the event-time watermark strategy and the Prometheus reporter
+(``flink.metrics_port``: every metric of the job's MiniCluster, the Python functions' own
+counters included, on ``GET http://HOST:PORT/metrics``; names in docs/operations.md).
+``streaming.job_skeleton`` runs every job on them (flags, settings, topics, environment,
+``execute``).
 
 Records cross Kafka as raw bytes (``ByteArraySchema``); the step before a sink must declare
 ``output_type=BYTES`` or PyFlink pickles the values. Event time is the Kafka record timestamp,
@@ -14,8 +17,10 @@ which the generator and the replay tool set to the event's own time.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +38,7 @@ EXECUTION_MODES: tuple[ExecutionMode, ...] = get_args(ExecutionMode)
 START_FROM: tuple[StartFrom, ...] = get_args(StartFrom)
 StateBackend = Literal["hashmap", "rocksdb"]
 STATE_BACKENDS: tuple[StateBackend, ...] = get_args(StateBackend)
+PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 RETAINED_CHECKPOINTS = 3  # execution.checkpointing.num-retained of a job with durable state
 
 
@@ -51,6 +57,10 @@ class FlinkConfig:
     out_of_orderness_ms: int = 5_000
     idleness_ms: int = 10_000
     jars_dir: str = str(JARS_DIR / "flink")
+    # Flink's Prometheus reporter (GET http://HOST:PORT/metrics): "0" = off; a port ("9250"),
+    # a range ("9250-9259": the first free one) or a list ("9250,9252"). Each job process
+    # runs its own MiniCluster, so each needs its own port (docs/operations.md)
+    metrics_port: str = "0"
 
     def __post_init__(self) -> None:
         check(self.parallelism >= 1, "flink.parallelism", self.parallelism, ">= 1")
@@ -61,6 +71,81 @@ class FlinkConfig:
         check(self.checkpoint_interval_ms >= 0, "flink.checkpoint_interval_ms",
               self.checkpoint_interval_ms, ">= 0 (0 disables checkpointing)")
         check(self.out_of_orderness_ms >= 0, "flink.out_of_orderness_ms", self.out_of_orderness_ms, ">= 0")
+        check(valid_port_spec(self.metrics_port), "flink.metrics_port", self.metrics_port,
+              '"0" (off), a port, a range "9250-9259" or a list "9250,9252" (ports 1..65535)')
+
+
+def valid_port_spec(spec: str) -> bool:
+    """A reporter port setting: "0" (off), a port, a range or a comma-separated list of them.
+
+    >>> [valid_port_spec(s) for s in ("0", "9250", "9250-9259", "9250,9252-9253", "x", "9-1", "70000")]
+    [True, True, True, True, False, False, False]
+    """
+    if spec == "0":
+        return True
+    for part in str(spec).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if m is None:
+            return False
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if not 1 <= lo <= hi <= 65535:
+            return False
+    return True
+
+
+def prometheus_settings(port: str) -> dict[str, str]:
+    """Flink settings of the Prometheus reporter on ``port`` (a port, a range or a list);
+    none when ``port`` is "0". The reporter serves every metric of the Flink process (job,
+    operators, the Python functions' own groups) as ``flink_<scope>_<name>``."""
+    if str(port) == "0":
+        return {}
+    return {"metrics.reporter.prom.factory.class": PROMETHEUS_FACTORY,
+            "metrics.reporter.prom.port": str(port)}
+
+
+def prometheus_jar() -> Path | None:
+    """The reporter jar PyFlink's wheel ships (``pyflink/plugins/metrics-prometheus``)."""
+    spec = importlib.util.find_spec("pyflink")
+    if spec is None or spec.origin is None:
+        return None
+    jars = sorted((Path(spec.origin).parent / "plugins" / "metrics-prometheus").glob(
+        "flink-metrics-prometheus-*.jar"))
+    return jars[-1] if jars else None
+
+
+def _reporter_on_classpath() -> None:
+    """Put the Prometheus reporter jar on the classpath of the JVM PyFlink is about to start.
+
+    The MiniCluster of a local run gets no plugin manager (PerJobMiniClusterFactory sets
+    none), so it finds reporters on the JVM's classpath only, never in the plugins dir; the
+    gateway launcher (``pyflink_gateway_server``) appends ``HADOOP_CLASSPATH`` to that
+    classpath. A session cluster loads the same jar as a plugin instead
+    (``streamtrain flink``, ``flink_cluster.metrics_port``)."""
+    jar = prometheus_jar()
+    if jar is None:
+        log.warning("flink.metrics_port is set but PyFlink ships no flink-metrics-prometheus jar: "
+                    "no metrics will be exported")
+        return
+    entries = [e for e in os.environ.get("HADOOP_CLASSPATH", "").split(os.pathsep) if e]
+    if str(jar) not in entries:
+        os.environ["HADOOP_CLASSPATH"] = os.pathsep.join([*entries, str(jar)])
+
+
+def _check_reporter_loaded(port: str) -> None:
+    """Warn when the JVM was started before the jar went on its classpath (an earlier
+    PyFlink call in this process) or is a cluster's client (``flink run``: the cluster's own
+    reporters apply there)."""
+    from pyflink.java_gateway import get_gateway
+
+    try:
+        get_gateway().jvm.java.lang.Class.forName(PROMETHEUS_FACTORY)
+    except Exception:  # noqa: BLE001 - py4j wraps the ClassNotFoundException
+        log.warning("flink.metrics_port=%s: the Prometheus reporter is not on this JVM's "
+                    "classpath (PyFlink's JVM started before make_env, or this runs under "
+                    "`flink run`, where the cluster's reporters apply: flink_cluster.metrics_port)",
+                    port)
+    else:
+        log.info("flink metrics: Prometheus reporter on port %s (GET /metrics)", port)
 
 
 def connector_jar(cfg: FlinkConfig) -> Path:
@@ -85,6 +170,9 @@ def make_env(cfg: FlinkConfig, with_jar: bool = True, extra: dict[str, str] | No
     bin_dir = str(Path(sys.executable).parent)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    metrics = prometheus_settings(cfg.metrics_port)
+    if metrics:
+        _reporter_on_classpath()  # before Configuration(): that starts PyFlink's JVM
     conf = Configuration()
     conf.set_string("python.execution-mode", cfg.execution_mode)
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size))
@@ -92,7 +180,7 @@ def make_env(cfg: FlinkConfig, with_jar: bool = True, extra: dict[str, str] | No
     conf.set_string("python.state.cache-size", str(cfg.state_cache_size))
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
-    for key, value in (extra or {}).items():
+    for key, value in {**metrics, **(extra or {})}.items():
         conf.set_string(key, value)
     if with_jar:
         conf.set_string("pipeline.jars", connector_jar(cfg).resolve().as_uri())
@@ -100,6 +188,8 @@ def make_env(cfg: FlinkConfig, with_jar: bool = True, extra: dict[str, str] | No
     level = root.level
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     root.setLevel(level)  # PyFlink's gateway sets the root logger to WARN: the job's own lines vanished
+    if metrics:
+        _check_reporter_loaded(cfg.metrics_port)
     env.set_parallelism(cfg.parallelism)
     if cfg.checkpoint_interval_ms > 0:
         env.enable_checkpointing(cfg.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)

@@ -189,7 +189,12 @@ class FlinkJob:
         stop = StopRequest()
         with stop_on_signals(stop, "stopping with a savepoint"):
             while not stop.wait(0.5):
-                if client.get_job_status().result().is_globally_terminal_state():
+                try:
+                    status = client.get_job_status().result()
+                except Exception as exc:  # noqa: BLE001 - py4j: the MiniCluster's JVM is gone
+                    raise FlinkJobLost(f"{label}: lost the Flink JVM ({str(exc).splitlines()[0][:200]}); "
+                                       "the newest retained checkpoint is the restore point") from None
+                if status.is_globally_terminal_state():
                     client.get_job_execution_result().result()  # raises if the job failed
                     return
         target = _savepoint_dir(checkpoint_dir)
@@ -201,6 +206,10 @@ class FlinkJob:
             client.cancel().result()
             return
         log.info("%s stopped by %s with a savepoint at %s", label, stop.by, path)
+
+
+class FlinkJobLost(RuntimeError):
+    """The JVM that runs the job died under it (crash, OOM kill)."""
 
 
 def _savepoint_dir(checkpoint_dir: str) -> str:

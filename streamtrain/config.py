@@ -50,11 +50,13 @@ SECTIONS: dict[str, str] = {
     "joiner": "streaming.joiner.config.JoinerConfig",
     "joiner_job": "streaming.joiner.job.JoinerJobConfig",
     "kafka": "streamtrain.kafka_io.KafkaConfig",
+    "live_traffic": "traffic.live.LiveTrafficConfig",
     "local_kafka": "streamtrain.local_kafka.LocalKafkaConfig",
     "model": "trainer.config.ModelConfig",
     "serve": "sync.config.ReplicaConfig",
     "sync": "sync.config.PublisherConfig",
     "topics": "streamtrain.kafka_io.TopicsConfig",
+    "up": "streamtrain.cli.stack.UpConfig",
     "trainer": "trainer.config.TrainerConfig",
     "validation": "schemas.validation.ValidationLimits",
 }

@@ -9,8 +9,10 @@ what is wrong, never a 500: malformed JSON, a body that is not ``{"instances": [
 an empty batch or one over ``serve.max_batch``, a body over ``serve.max_body_bytes``
 (413), an instance whose ``slots`` and ``ids`` differ in
 length, ids that are not 64-bit integers (a float, a string, a bool, 2**64), dense values
-that are not finite numbers. What only the model knows (how many dense values it takes)
-is checked by ``sync.replica.ServingModel.batch`` and answered 400 as well.
+that are not finite numbers, a ``user_id``/``item_id`` that is not a positive 64-bit integer,
+a key an instance does not have. What only the model knows (how many dense values it
+takes; whether the replica completes the instance with request-time features,
+``sync.request_features``) is checked by the replica and answered 400 as well.
 
 >>> parse_predict(b'{"instances": [{"slots": [0, 1], "ids": [11, 42]}]}', max_batch=8)
 [{'slots': [0, 1], 'ids': [11, 42], 'dense': []}]
@@ -29,6 +31,7 @@ from typing import Any
 from sync.errors import SyncError
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INSTANCE_KEYS = ("slots", "ids", "dense", "request_id", "user_id", "item_id")
 API_VERSION = "1"
 
 
@@ -59,11 +62,21 @@ def _dense_list(value: Any, where: str) -> list[float]:
     return [float(x) for x in value]
 
 
+def entity_id(value: Any, where: str) -> int:
+    """A user or item id: a positive 64-bit integer (0 and negatives mean "missing" upstream)."""
+    if type(value) is not int or not 0 < value <= INT64_MAX:
+        raise RequestError(f"{where} must be a positive 64-bit integer, got {value!r}")
+    return value
+
+
 def parse_instance(inst: Any, i: int) -> dict[str, Any]:
     if not isinstance(inst, dict):
         raise RequestError(f"instance {i} must be an object with slots, ids (and dense)")
     if "slots" not in inst or "ids" not in inst:
         raise RequestError(f"instance {i} needs slots and ids")
+    unknown = sorted(set(inst) - set(INSTANCE_KEYS))
+    if unknown:
+        raise RequestError(f"instance {i}: unknown keys {unknown} (an instance has {', '.join(INSTANCE_KEYS)})")
     slots = _int64_list(inst["slots"], f"instance {i}: slots")
     ids = _int64_list(inst["ids"], f"instance {i}: ids")
     if len(slots) != len(ids):
@@ -74,6 +87,9 @@ def parse_instance(inst: Any, i: int) -> dict[str, Any]:
         if not isinstance(inst["request_id"], str):
             raise RequestError(f"instance {i}: request_id must be a string")
         out["request_id"] = inst["request_id"]
+    for key in ("user_id", "item_id"):  # entity ids: request-time features (sync.request_features)
+        if key in inst:
+            out[key] = entity_id(inst[key], f"instance {i}: {key}")
     return out
 
 
@@ -105,21 +121,28 @@ def _json(description: str, ref: str) -> dict[str, Any]:
 
 
 INT64 = {"type": "integer", "format": "int64", "minimum": INT64_MIN, "maximum": INT64_MAX}
+POSITIVE_INT64 = {"type": "integer", "format": "int64", "minimum": 1, "maximum": INT64_MAX}
 
 
 def openapi_document(max_batch: int = 4096, max_body_bytes: int = 8 << 20) -> dict[str, Any]:
     """The OpenAPI 3.0 document the app serves at ``/openapi.json`` (for its config)."""
     schemas = {
         "Instance": {
-            "type": "object", "required": ["slots", "ids"],
+            "type": "object", "required": ["slots", "ids"], "additionalProperties": False,
             "description": "What a Sample carries at serving time. slots[k] is the slot of ids[k]; "
-                           "ids of slots the model does not use are ignored; unknown ids read zeros.",
+                           "ids of slots the model does not use are ignored; unknown ids read zeros. "
+                           "With user_id and item_id and the base dense width (the model's dense_dim "
+                           "minus the feature job's realtime width), the replica completes the "
+                           "instance with the realtime features as of request time (docs/sync.md); "
+                           "with the full width it is scored as sent.",
             "properties": {
                 "slots": {"type": "array", "items": INT64},
                 "ids": {"type": "array", "items": INT64},
                 "dense": {"type": "array", "items": {"type": "number"},
                           "description": "exactly the model's dense_dim values (default [])"},
                 "request_id": {"type": "string"},
+                "user_id": {**POSITIVE_INT64, "description": "with item_id: request-time features"},
+                "item_id": {**POSITIVE_INT64, "description": "with user_id: request-time features"},
             },
         },
         "PredictRequest": {

@@ -109,6 +109,9 @@ class ReplicaApp:
         self.config = replica.config
         self.registry = CollectorRegistry()
         self.registry.register(ReplicaCollector(self.config.model, replica.metrics, replica.readiness))
+        freshness = getattr(replica, "freshness", None)  # sync.freshness; stand-ins have none
+        if freshness is not None:
+            self.registry.register(freshness.histogram)
         self.http = HttpMetrics(self.registry)
         self.openapi = openapi_document(self.config.max_batch, self.config.max_body_bytes)
         self._limiter: CapacityLimiter | None = None  # made in the event loop, on first use

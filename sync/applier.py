@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas import SparseDelta
+from streamtrain.clock import WALL, Clock
 from sync.delta_builder import decode_values
 from sync.store import RowStore
 from sync.view import VersionedView, overlay_tables
@@ -53,6 +54,7 @@ class ApplyResult:
     conflict: bool = False  # ... and its content differs (a reused version number)
     completed: bool = False  # this message completed its (version, shard)
     committed: int | None = None  # the version this message made visible (or applied late)
+    visible_ms: int | None = None  # when that commit became visible to readers (clock)
 
 
 @dataclass
@@ -119,6 +121,7 @@ class DeltaApplier:
         self.owned: set[int] | None = None  # None: every shard the messages name
         self.stats = ApplierStats()
         self.on_gap = on_gap
+        self.clock: Clock = WALL  # stamps ApplyResult.visible_ms (a test may set its own)
         self._staged: dict[int, _Staged] = {}
         self._incomplete: set[int] = set()  # abandoned and still incomplete
         self._dropped: set[int] = set()  # abandoned versions whose staged rows were let go
@@ -229,6 +232,7 @@ class DeltaApplier:
                 tables[name] = t.select(self.view.row_versions(name, t.ids) < v)
         self.view.commit(v, tables, visible if late and visible is not None else v,
                          self.view.created_ms if late else staged.created_ms)
+        result.visible_ms = self.clock.now_ms()  # readers see it from here; flush comes after
         rows, tombs = self.view.flush()
         result.rows, result.tombstones = rows, tombs
         result.skipped = staged.entries - rows - tombs

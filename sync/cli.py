@@ -3,7 +3,8 @@
     streamtrain serve --set serve.model=ctr --set serve.port=8500 --set kafka.bootstrap=host:9092
     streamtrain serve --openapi            # print the OpenAPI document (docs/openapi.json)
 
-Sections read: ``[serve]`` (ReplicaConfig), ``[kafka]``, ``[topics]``. Runs until SIGINT/SIGTERM.
+Sections read: ``[serve]`` (ReplicaConfig), ``[kafka]``, ``[topics]``, ``[features]`` (the
+feature job's spec, for request-time features: keep it equal to the job's). Runs until SIGINT/SIGTERM.
 Routes: POST /predict, GET /health /ready /metrics /status /openapi.json (``sync.app``).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 
+from streaming.features.spec import FeatureSpec
 from streamtrain import flags
 from streamtrain.config import ConfigError
 from streamtrain.kafka_io import KafkaConfig, KafkaIOError, TopicsConfig
@@ -25,11 +27,12 @@ from sync.server import ReplicaServer
 log = logging.getLogger(__name__)
 
 
-def run(config: ReplicaConfig, kafka: KafkaConfig, topics: TopicsConfig) -> int:
+def run(config: ReplicaConfig, kafka: KafkaConfig, topics: TopicsConfig,
+        spec: FeatureSpec | None = None) -> int:
     import torch
 
     torch.set_num_threads(config.torch_threads)
-    replica = ServingReplica(config, kafka, topics)
+    replica = ServingReplica(config, kafka, topics, spec)
     try:
         replica.start()
         server = ReplicaServer(make_app(replica), config.host, config.port)
@@ -52,7 +55,8 @@ def main(argv: list[str]) -> int:
         if args.openapi:
             print(json.dumps(openapi_document(config.max_batch, config.max_body_bytes), indent=2))
             return 0
-        return run(config, flags.load(args, KafkaConfig, "kafka"), flags.load(args, TopicsConfig, "topics"))
+        return run(config, flags.load(args, KafkaConfig, "kafka"), flags.load(args, TopicsConfig, "topics"),
+                   flags.load(args, FeatureSpec, "features"))
     except (ConfigError, SyncError, KafkaIOError) as exc:
         log.error("serve failed: %s", exc)
         return 1

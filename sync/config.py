@@ -13,6 +13,7 @@ from streamtrain.config import check
 from streamtrain.paths import STATE_DIR
 
 DTYPES = ("fp32", "fp16")
+FEATURES_START = ("window", "earliest")
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,21 @@ class ReplicaConfig:
     ready_max_version_age_s: float = 600.0  # 0 = no bound (e.g. a trainer that is stopped)
     ready_error_window_s: float = 30.0  # not ready this long after an apply error
     ready_lag_stale_s: float = 10.0  # lag not measured for this long: broker unreachable?
+    # freshness (sync.freshness): end-to-end values kept for /status p50/p99, and a JSON-lines
+    # file every observed trace is appended to ("" = none)
+    freshness_keep: int = 10_000
+    freshness_log: str = ""
+    # request-time features (sync.request_features): instances with user_id/item_id get the
+    # feature job's realtime values as of request time ([features] must match the job's)
+    request_features: bool = True
+    features_start: str = "window"  # a fresh store reads from: the largest window before now | earliest
+    ready_max_features_lag_records: int = 1000  # job outputs not yet taken (/ready)
 
     def __post_init__(self) -> None:
+        check(self.features_start in FEATURES_START, "serve.features_start", self.features_start,
+              " | ".join(FEATURES_START))
+        check(self.ready_max_features_lag_records >= 0, "serve.ready_max_features_lag_records",
+              self.ready_max_features_lag_records, ">= 0")
         check(0 <= self.port <= 65535, "serve.port", self.port, "0..65535 (0 = any free port)")
         check(self.max_body_bytes >= 1024, "serve.max_body_bytes", self.max_body_bytes, ">= 1024")
         check(1 <= self.workers <= 256, "serve.workers", self.workers, "1..256")
@@ -112,6 +126,7 @@ class ReplicaConfig:
         check(self.ready_lag_stale_s > 0, "serve.ready_lag_stale_s", self.ready_lag_stale_s, "> 0 seconds")
         check(self.poll_interval_ms >= 1, "serve.poll_interval_ms", self.poll_interval_ms, ">= 1")
         check(self.max_batch >= 1, "serve.max_batch", self.max_batch, ">= 1")
+        check(self.freshness_keep >= 1, "serve.freshness_keep", self.freshness_keep, ">= 1")
         check(self.max_poll_records >= 1, "serve.max_poll_records", self.max_poll_records, ">= 1")
 
     def consumer(self) -> ConsumerConfig:

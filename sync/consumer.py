@@ -17,6 +17,11 @@ malformed messages go to the dead-letter topic; a gap in versions is logged, cou
 passed to ``on_gap``. A version becomes visible atomically, once every part of it on every
 shard this consumer reads arrived (``sync.applier``, ``sync.view``); readers pin one with
 ``snapshot()`` and never wait for an apply.
+
+With ``on_traces``, the freshness traces a version carries (the ``streamtrain-trace`` header,
+``sync.freshness``) are handed over with the time that version became visible,
+``on_traces(traces, visible_ms)``, once per version; versions up to the dump bootstrapped
+from carry none that count (their messages are not applied).
 """
 
 from __future__ import annotations
@@ -40,12 +45,15 @@ from sync.delta_wire import DeltaWire
 from sync.dense import DenseAssembler, DenseChecksumError, DenseChunkError, decode_dense
 from sync.dump import Dump, latest_dump
 from sync.errors import SyncError
+from sync.freshness import TraceHeaderError, VersionTraces, decode_traces, find_header
 from sync.sharding import shard_of
 from sync.store import RowStore
 
 log = logging.getLogger(__name__)
 STAGE = "sync.consumer"
 DenseCallback = Callable[[int, dict, dict], None]
+TracesCallback = Callable[[VersionTraces, int], object]
+_KEEP_TRACES = 64  # versions whose traces wait for their commit (an abandoned one may never)
 
 
 @dataclass
@@ -64,7 +72,8 @@ class ConsumerStats:
 class DeltaConsumer:
     def __init__(self, config: ConsumerConfig, kafka: KafkaConfig, topics: TopicsConfig,
                  store: RowStore, on_dense: DenseCallback | None = None,
-                 on_gap: Callable[[int, list[int]], None] | None = None) -> None:
+                 on_gap: Callable[[int, list[int]], None] | None = None,
+                 on_traces: TracesCallback | None = None) -> None:
         from kafka import TopicPartition
 
         self.config = config
@@ -72,6 +81,10 @@ class DeltaConsumer:
         self.topics = topics
         self.store = store
         self.on_dense = on_dense
+        self.on_traces = on_traces
+        self._traces: dict[int, VersionTraces] = {}  # version -> traces awaiting its commit
+        self._traces_floor = -1  # versions up to the bootstrap dump's: never traced here
+        self.bad_trace_headers = 0
         self.applier = DeltaApplier(store, config.model, on_gap=on_gap)
         self.dense = DenseAssembler(config.model)
         self._dead = DeadLetterSink(kafka, topics.dead_letter, STAGE)
@@ -139,6 +152,7 @@ class DeltaConsumer:
                                       np.asarray(values[lo:lo + 200_000])[sel], dump.version)
             self.stats.rows_bootstrapped += int(mine.sum())
         self.applier.start_at(dump.version, self.shards, dump.created_ms)
+        self._traces_floor = dump.version
         self._set_dense(dump.version, dump.dense_payload())
         for tp in self._delta_tps:
             self._consumer.seek(tp, dump.deltas_offsets.get(tp.partition, 0))
@@ -188,7 +202,37 @@ class DeltaConsumer:
             return
         if d.table and d.dim:
             self.dims.setdefault(d.table, d.dim)
-        self.applier.apply(d)
+        traces = self._read_traces(d, r) if self.on_traces is not None else None
+        result = self.applier.apply(d)
+        if traces is not None and not result.duplicate:
+            self._traces.setdefault(d.version, traces)
+            while len(self._traces) > _KEEP_TRACES:
+                del self._traces[min(self._traces)]
+        if result.committed is not None and self.on_traces is not None:
+            done = self._traces.pop(result.committed, None)
+            if done is not None:
+                self.on_traces(done, result.visible_ms or now)
+
+    def _read_traces(self, d: SparseDelta, r: Any) -> VersionTraces | None:
+        """The traces a record of version ``d.version`` carries, if it is to be awaited."""
+        raw = find_header(getattr(r, "headers", None))
+        if raw is None or d.model != self.config.model or d.version <= self._traces_floor \
+                or d.version in self._traces:
+            return None
+        try:
+            vt = decode_traces(raw)
+        except TraceHeaderError as exc:  # the delta is fine: applied, only not traced
+            self.bad_trace_headers += 1
+            log.warning("model=%s version=%d partition=%d offset=%d: %s", d.model, d.version,
+                        r.partition, r.offset, exc)
+            return None
+        if vt.version != d.version or vt.model != d.model:
+            self.bad_trace_headers += 1
+            log.warning("trace header of model=%s version=%d on a delta of model=%s version=%d "
+                        "(partition=%d offset=%d): ignored", vt.model, vt.version, d.model,
+                        d.version, r.partition, r.offset)
+            return None
+        return vt
 
     def _on_dense_record(self, r: Any) -> None:
         now = now_ms()

@@ -2,8 +2,9 @@
 
 Liveness (``/health``) says the process answers and its apply thread runs. Readiness
 (``/ready``) says it should take traffic: it has bootstrapped (dense weights), its lag is
-measured recently and within bounds, its model version is not too old, and applying has
-not failed lately. Each failed condition is one reason, so a 503 says what to fix.
+measured recently and within bounds, its model version is not too old, applying has
+not failed lately, and (request-time features on) the feature history's lag behind the
+feature job's outputs is measured and within bounds. Each failed condition is one reason, so a 503 says what to fix.
 
 >>> from sync.config import ReplicaConfig
 >>> cfg = ReplicaConfig(ready_max_lag_records=100, ready_max_version_age_s=600)
@@ -36,6 +37,7 @@ class ReplicaState:
     version_age_s: float | None  # now - the version's creation time at the trainer
     last_apply_error_age_s: float | None  # seconds since the last apply error (None: never)
     last_apply_error: str
+    features_lag_records: int | None = None  # request-time features: -1 unmeasured, None off
 
 
 def readiness(state: ReplicaState, config: ReplicaConfig) -> list[str]:
@@ -55,6 +57,12 @@ def readiness(state: ReplicaState, config: ReplicaConfig) -> list[str]:
     if config.ready_max_version_age_s > 0 and age is not None and age > config.ready_max_version_age_s:
         reasons.append(f"version {state.version} is {age:.0f} s old > serve.ready_max_version_age_s="
                        f"{config.ready_max_version_age_s:g}")
+    flag = state.features_lag_records
+    if flag is not None and flag < 0:
+        reasons.append("request features: lag not measured yet")
+    elif flag is not None and flag > config.ready_max_features_lag_records:
+        reasons.append(f"request features: lag {flag} records > serve.ready_max_features_lag_records="
+                       f"{config.ready_max_features_lag_records}")
     err_age = state.last_apply_error_age_s
     if err_age is not None and err_age < config.ready_error_window_s:
         reasons.append(f"apply failed {err_age:.0f} s ago (< serve.ready_error_window_s="

@@ -8,7 +8,7 @@ rows while a step writes them would publish torn rows). It does nothing until an
 is due, so calling it after every batch is cheap.
 
     publisher = ModelPublisher(PublisherConfig(model="ctr", sparse_interval_s=5), kafka,
-                               topics, trainer)
+                               topics, trainer, traces=trainer.traces)  # traces: freshness
     trainer.run(source, on_batch=publisher.on_batch,     # tick after every step
                 on_idle=lambda _: publisher.tick())      # ... and while the stream is quiet
     publisher.publish_dense()            # the final model: rows, dense weights and a dump
@@ -22,6 +22,11 @@ Versions are consecutive integers per model, continued across restarts from the 
 and corrupt messages; the latest dump), so a restart never reuses a version. The first tick writes a dump (a
 replica needs one to bootstrap) and, with ``full_push_on_start``, pushes every live row, so
 replicas that outlived a trainer restart converge to the restored model.
+
+With ``traces`` (the trainer's ``trainer.freshness.ActionTraces``), each sparse push takes
+the freshness traces of the actions trained on since the previous push and attaches them,
+with ``published_ms``, as the Kafka header ``streamtrain-trace`` on part 0 of every shard's
+message of that version (``sync.freshness``); the message values do not change.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ from sync.delta_wire import DeltaWire
 from sync.dense import chunk_dense, encode_dense
 from sync.dump import Dump, latest_dump, write_dump
 from sync.errors import SyncError
-from sync.source import ModelSource
+from sync.freshness import TRACE_HEADER, VersionTraces, encode_traces
+from sync.source import ModelSource, TraceSource
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +89,9 @@ class ModelPublisher:
 
     def __init__(self, config: PublisherConfig, kafka: KafkaConfig, topics: TopicsConfig,
                  source: ModelSource, producer: Any = None, full_push_on_start: bool = True,
-                 clock: Clock = WALL) -> None:
+                 clock: Clock = WALL, traces: TraceSource | None = None) -> None:
         self.config = config
+        self.traces = traces
         self.kafka = kafka
         self.topics = topics
         self.source = source
@@ -217,8 +224,11 @@ class ModelPublisher:
                             ids_as_arrays=True)
         encoded = [(shard, self._wire.encode(d)) for shard, d in msgs]
         t2 = time.perf_counter()
+        header = self._trace_header(version)
         futures = [self._producer.send(self.topics.model_deltas, value=raw, partition=shard,
-                                       key=str(shard).encode()) for shard, raw in encoded]
+                                       key=str(shard).encode(),
+                                       headers=header if d.part == 0 else None)
+                   for (shard, raw), (_, d) in zip(encoded, msgs, strict=True)]
         self._producer.flush()
         offsets: dict[int, int] = {}
         for f in futures:
@@ -236,6 +246,17 @@ class ModelPublisher:
                  stats.rows, stats.tombstones, stats.messages, stats.bytes, stats.collect_s,
                  stats.encode_s, stats.send_s)
         return stats
+
+    def _trace_header(self, version: int) -> list[tuple[str, bytes]] | None:
+        """The ``streamtrain-trace`` header of ``version``: the traces since the last push,
+        published now (wall time of the send, whatever ``now_ms`` the push was given)."""
+        if self.traces is None:
+            return None
+        rows, actions = self.traces.take()
+        if not len(rows):  # nothing trained since the last push: no header
+            return None
+        vt = VersionTraces(self.config.model, version, self.clock.now_ms(), actions, rows)
+        return [(TRACE_HEADER, encode_traces(vt))]
 
     def publish_dense(self, now_ms: int | None = None) -> Dump:
         """Sparse push, then dense weights to ``model-dense`` and a full dump, all at the

@@ -15,7 +15,9 @@ Requests carry what a Sample carries at serving time (slots, ids, dense); the ne
 rebuilt from the ``model_config`` shipped with the dense weights
 (``trainer.model.build_model``) and scored with the trainer's own
 ``trainer.scoring.score_batch``, rows looked up in the store (unknown ids read zeros, as in
-the trainer). A caught-up replica holds exactly the trainer's rows; its predictions are the
+the trainer). An instance with ``user_id``/``item_id`` and the base features is first
+completed with the feature job's realtime values as of now (``sync.request_features``,
+``complete(instance, as_of_ms)``). A caught-up replica holds exactly the trainer's rows; its predictions are the
 trainer's own only when ``dense_version == version`` (right after a dense push): between
 dense pushes they use the dense weights of the last one (docs/sync.md).
 """
@@ -34,13 +36,16 @@ from typing import Any
 import numpy as np
 
 from schemas import Sample
+from streaming.features.spec import FeatureSpec
 from streamtrain.clock import now_ms
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig
 from streamtrain.paths import STATE_DIR
 from sync.config import ReplicaConfig
 from sync.consumer import DeltaConsumer
 from sync.errors import SyncError
+from sync.freshness import FreshnessTracker
 from sync.health import ReplicaState, readiness
+from sync.request_features import RequestFeatures
 from sync.store import RocksRowStore
 from trainer.batch import Batch, BatchBuilder
 from trainer.model import build_model, model_config_from_dict
@@ -93,19 +98,27 @@ class ServingModel:
 
 
 class ServingReplica:
-    def __init__(self, config: ReplicaConfig, kafka: KafkaConfig, topics: TopicsConfig) -> None:
+    def __init__(self, config: ReplicaConfig, kafka: KafkaConfig, topics: TopicsConfig,
+                 spec: FeatureSpec | None = None) -> None:
+        """``spec``: the feature job's ``[features]`` (default: its defaults), used when
+        ``config.request_features``."""
         self.config = config
         store_dir = config.store_dir or tempfile.mkdtemp(prefix="replica-", dir=_replicas_dir())
         self.store = RocksRowStore(Path(store_dir) / "rows")
+        self.started_ms = now_ms()
+        # freshness of the versions published from now on (sync.freshness)
+        self.freshness = FreshnessTracker(config.model, self.started_ms, config.freshness_keep,
+                                          config.freshness_log)
         self.consumer = DeltaConsumer(config.consumer(), kafka, topics, self.store,
-                                      on_dense=self._on_dense)
+                                      on_dense=self._on_dense, on_traces=self.freshness.observe)
+        self.features = RequestFeatures(spec or FeatureSpec(), config, kafka, topics,
+                                        Path(store_dir) / "features") if config.request_features else None
         self.model: ServingModel | None = None
         self.lag_records = -1
         self.lag_measured_at = 0.0  # monotonic time the lag_records measurement began
         self._rates: deque[tuple[float, int]] = deque(maxlen=64)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.started_ms = now_ms()
         self.apply_errors = 0  # failed rounds of the apply loop (readiness, /metrics)
         self.last_apply_error_at: float | None = None  # monotonic
         self.last_apply_error = ""
@@ -115,6 +128,8 @@ class ServingReplica:
         log.info("serving dense_version=%d", version)
 
     def start(self) -> None:
+        if self.features is not None:
+            self.features.start()
         self.consumer.bootstrap()
         self._thread = threading.Thread(target=self._loop, name="replica-apply", daemon=True)
         self._thread.start()
@@ -157,6 +172,9 @@ class ServingReplica:
         model = self.model  # one dense version for the whole request
         if model is None:
             raise SyncError("no dense weights yet: the replica has not bootstrapped")
+        if self.features is not None:  # request-time features, as of now (sync.request_features)
+            t = now_ms()
+            instances = [self.features.complete(inst, t, model.model_cfg.dense_dim) for inst in instances]
         batch = model.batch(instances)
         # one sparse version for the whole request: the snapshot is pinned, and applying
         # newer versions goes on meanwhile without waiting for us (or us for it)
@@ -165,6 +183,16 @@ class ServingReplica:
         return {"model": self.config.model, "version": snap.version,
                 "dense_version": model.version, "heads": list(model.model_cfg.heads),
                 "predictions": probs.tolist()}
+
+    def complete(self, instance: dict[str, Any], as_of_ms: int) -> dict[str, Any]:
+        """``instance`` with its request-time features as of ``as_of_ms`` (what ``predict``
+        scores at now); unchanged when the rule of ``sync.request_features`` leaves it so."""
+        model = self.model
+        if model is None:
+            raise SyncError("no dense weights yet: the replica has not bootstrapped")
+        if self.features is None:
+            return instance
+        return self.features.complete(instance, as_of_ms, model.model_cfg.dense_dim)
 
     def health(self) -> dict[str, Any]:
         """Liveness: the apply thread runs (whether to take traffic is ``readiness``)."""
@@ -183,7 +211,8 @@ class ServingReplica:
             lag_age_s=now - self.lag_measured_at if self.lag_measured_at else None,
             version_age_s=(now_ms() - created) / 1000 if created else None,
             last_apply_error_age_s=None if err_at is None else now - err_at,
-            last_apply_error=self.last_apply_error)
+            last_apply_error=self.last_apply_error,
+            features_lag_records=None if self.features is None else self.features.lag_records)
 
     def readiness(self) -> dict[str, Any]:
         """``{"ready", "reasons", ...}``: the ``/ready`` answer (``sync.health.readiness``)."""
@@ -218,7 +247,8 @@ class ServingReplica:
             "dead_letters": self.consumer.stats.dead_letters, "apply_errors": self.apply_errors,
             "rows_bootstrapped": self.consumer.stats.rows_bootstrapped,
             "shards": self.consumer.shards, "uptime_ms": now - self.started_ms,
-        }
+            "freshness": self.freshness.summary(),
+        } | (self.features.stats() if self.features is not None else {})
 
     def close(self) -> None:
         self._stop.set()
@@ -226,6 +256,9 @@ class ServingReplica:
             self._thread.join(timeout=10)
         self.consumer.close()
         self.store.close()
+        self.freshness.close()
+        if self.features is not None:
+            self.features.close()
 
 
 def _replicas_dir() -> str:

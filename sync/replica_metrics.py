@@ -6,6 +6,7 @@ happen. Each app has its own registry, so several replicas in one process do not
 
     registry = replica_registry(replica)      # versions, lag, version age, apply counters
     http = HttpMetrics(registry)              # request latency histogram, requests by code
+    registry.register(replica.freshness.histogram)  # freshness per stage (sync.freshness)
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ GAUGES = (
     ("rows_applied_per_second", "rows_applied_per_s", "Rows applied per second (recent average)"),
     ("incomplete_versions", "incomplete_versions", "Versions staged with parts still missing"),
     ("uptime_seconds", "uptime_ms", "Seconds since the replica started"),
+    ("features_lag_records", "features_lag_records",
+     "Request-time features: feature job outputs not yet taken into the history store (-1: not measured or off)"),
+    ("features_newest_event_age_seconds", "features_newest_age_ms",
+     "Request-time features: now minus the newest event time taken (-1: none or off)"),
 )
 COUNTERS = (
     ("rows_applied", "rows_applied", "Rows written into the store"),
@@ -39,10 +44,18 @@ COUNTERS = (
     ("stale_messages", "stale_messages", "Delta parts older than the applied version (ignored)"),
     ("dead_letters", "dead_letters", "Undecodable or malformed model messages sent to the dead-letter topic"),
     ("apply_errors", "apply_errors", "Failed rounds of the apply loop"),
+    ("feature_lookups", "feature_lookups", "Request-time features: entity (user, item) lookups"),
+    ("feature_misses", "feature_misses", "Request-time features: lookups of entities never seen (new-entity values)"),
+    ("feature_completions", "feature_completions", "Instances completed with request-time features"),
+    ("feature_events_applied", "feature_events_applied", "Feature job events taken into the history store"),
+    ("feature_errors", "feature_errors", "Failed rounds of the request-time features' tailing loop"),
 )
-MS_KEYS = {"version_age_ms", "uptime_ms"}
+MS_KEYS = {"version_age_ms", "uptime_ms", "features_newest_age_ms"}
 LATENCY_BUCKETS = (.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .25, .5, 1.0, 2.5)
 ROUTES = ("/predict", "/health", "/ready", "/status", "/metrics", "/openapi.json")
+# freshness (sync.freshness): 0.1 s .. 2 h
+FRESHNESS_BUCKETS = (.1, .25, .5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0,
+                     1800.0, 3600.0, 7200.0)
 
 
 def _number(value: Any, key: str) -> float:
@@ -94,3 +107,17 @@ class HttpMetrics:
         route = path if path in ROUTES else "other"
         self.latency.labels(route).observe(seconds)
         self.requests.labels(route, str(code)).inc()
+
+
+def freshness_histogram(model: str, stages: tuple[str, ...]) -> Histogram:
+    """``streamtrain_replica_freshness_seconds{model, stage}``, in no registry: the replica
+    observes into it on its apply thread (``sync.freshness.FreshnessTracker``) and each app
+    serving that replica registers it. Every stage's series exists from the start (zeros)."""
+    h = Histogram(f"{PREFIX}_freshness_seconds",
+                  "Action produced -> replica answers with a version trained on it, per stage "
+                  "(end_to_end = join_wait + sample_to_trained + trained_to_published + "
+                  "published_to_applied), for a uniform sample of the actions",
+                  ["model", "stage"], buckets=FRESHNESS_BUCKETS, registry=None)
+    for stage in stages:
+        h.labels(model, stage)
+    return h

@@ -27,7 +27,7 @@ import torch
 
 from sync.delta_builder import TableRows
 
-__all__ = ["ModelSource", "TableRows"]
+__all__ = ["ModelSource", "TableRows", "TraceSource"]
 
 
 @runtime_checkable
@@ -46,4 +46,14 @@ class ModelSource(Protocol):
 
     def model_config(self) -> dict[str, Any]:
         """JSON-serialisable description the network is rebuilt from."""
+        ...
+
+
+class TraceSource(Protocol):
+    """Where the publisher takes freshness traces from at each push
+    (``trainer.freshness.ActionTraces``, the trainer's ``traces``)."""
+
+    def take(self) -> tuple[Any, int]:
+        """``(rows, actions)``: (n, 3) int64 ``action_ms, emit_ms, trained_ms`` since the
+        last call, and how many actions they sample; then resets."""
         ...

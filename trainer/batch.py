@@ -13,6 +13,11 @@ Layout of a batch of B samples holding N sparse ids in all (sample-major)::
                                down-sampling kept for sure (schemas/contracts.py)
     flags     (B,)    int32    FLAG_EARLY | FLAG_LATE_CORRECTION | FLAG_ACTION_STALL
     event_time_ms (B,) int64
+    emit_time_ms (B,) int64   when the joiner emitted the sample (its clock: the watermark)
+    action_rows (A,)  int64   sample of each action (one per label_types entry with its delay)
+    action_ms   (A,)  int64   when that action was produced: event_time_ms + label_delays_ms[i]
+                              (live traffic stamps event time with the wall clock); A = 0 for
+                              a batch of negatives. Read by trainer.freshness (traces).
     positions {partition: next offset} once this batch is consumed (Kafka sources only)
     unknown_labels {action type: samples} of label types that are no model head (they
               label nothing: for the heads such a sample is a negative)
@@ -32,6 +37,12 @@ from schemas import Sample
 from trainer.config import ModelConfig
 
 
+# beyond these a single sample overflows float32 in the loss and its gradients (inf, then
+# NaN weights for good): such a sample is dead-lettered, not trained on
+MAX_ABS_DENSE = 1e9
+MAX_WEIGHT = 1e6
+
+
 @dataclass
 class Batch:
     ids: np.ndarray
@@ -48,6 +59,9 @@ class Batch:
     dropped_ids: int = 0  # ids of slots that are not model fields
     unknown_labels: dict[str, int] = field(default_factory=dict)
     labelled: np.ndarray | None = None  # None: labels.any(1) (no label outside the heads)
+    emit_time_ms: np.ndarray | None = None  # None: not known (batches not built from Samples)
+    action_rows: np.ndarray | None = None  # None: no actions known (no freshness traces)
+    action_ms: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -74,10 +88,10 @@ class BatchBuilder:
             return f"slots ({len(s.slots)}) and ids ({len(s.ids)}) differ in length"
         if len(s.dense) != self.model.dense_dim:
             return f"dense has {len(s.dense)} values, the model expects {self.model.dense_dim}"
-        if not all(math.isfinite(x) for x in s.dense):
-            return "dense holds NaN or infinity"
-        if not (math.isfinite(s.weight) and s.weight >= 0.0):
-            return f"weight {s.weight} is not a finite value >= 0"
+        if not all(math.isfinite(x) and abs(x) <= MAX_ABS_DENSE for x in s.dense):
+            return f"dense holds NaN, infinity or a value beyond +-{MAX_ABS_DENSE:g}"
+        if not (math.isfinite(s.weight) and 0.0 <= s.weight <= MAX_WEIGHT):
+            return f"weight {s.weight} is not a finite value in [0, {MAX_WEIGHT:g}]"
         if not (0.0 < s.sample_rate <= 1.0):
             return f"sample_rate {s.sample_rate} is outside (0, 1]"
         return None
@@ -95,6 +109,8 @@ class BatchBuilder:
         np.cumsum(np.bincount(sample_of, minlength=b), out=offsets[1:])
         labels = np.zeros((b, len(self._heads)), dtype=np.float32)
         unknown: dict[str, int] = {}
+        act_rows: list[int] = []  # positives only: a batch of negatives adds nothing here
+        act_delays: list[int] = []
         for r, s in enumerate(samples):
             for t in set(s.label_types):
                 h = self._heads.get(t)
@@ -102,6 +118,11 @@ class BatchBuilder:
                     labels[r, h] = 1.0
                 else:
                     unknown[t] = unknown.get(t, 0) + 1
+            if s.label_delays_ms and len(s.label_delays_ms) == len(s.label_types):
+                act_rows.extend([r] * len(s.label_delays_ms))
+                act_delays.extend(s.label_delays_ms)
+        event_ms = np.fromiter((s.event_time_ms for s in samples), dtype=np.int64, count=b)
+        action_rows = np.asarray(act_rows, dtype=np.int64)
         dd = self.model.dense_dim
         dense = np.asarray([s.dense for s in samples], dtype=np.float32).reshape(b, dd)
         return Batch(
@@ -113,7 +134,10 @@ class BatchBuilder:
             weights=np.fromiter((s.weight for s in samples), dtype=np.float32, count=b),
             sample_rate=np.fromiter((s.sample_rate for s in samples), dtype=np.float32, count=b),
             flags=np.fromiter((s.flags for s in samples), dtype=np.int32, count=b),
-            event_time_ms=np.fromiter((s.event_time_ms for s in samples), dtype=np.int64, count=b),
+            event_time_ms=event_ms,
+            emit_time_ms=np.fromiter((s.emit_time_ms for s in samples), dtype=np.int64, count=b),
+            action_rows=action_rows,
+            action_ms=event_ms[action_rows] + np.asarray(act_delays, dtype=np.int64),
             request_ids=[s.request_id for s in samples],
             positions=dict(positions or {}),
             dropped_ids=int(total - keep.sum()),

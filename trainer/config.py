@@ -143,6 +143,9 @@ class TrainerConfig:
     group_id: str = "streamtrain-trainer"
     model_name: str = "ctr"
     seed: int = 0
+    # freshness traces (trainer.freshness) kept per published version, a uniform sample of
+    # the actions trained on; they travel to the replicas in a header (sync.freshness); 0 = off
+    freshness_traces: int = 64
 
     def __post_init__(self) -> None:
         check(1 <= self.batch_size <= 1 << 20, "trainer.batch_size", self.batch_size, "1..1048576")
@@ -173,3 +176,5 @@ class TrainerConfig:
         check(self.history_points >= 10, "trainer.history_points", self.history_points, ">= 10")
         check(self.isolation_level in ISOLATION_LEVELS, "trainer.isolation_level",
               self.isolation_level, " | ".join(ISOLATION_LEVELS))
+        check(0 <= self.freshness_traces <= 1024, "trainer.freshness_traces",
+              self.freshness_traces, "0..1024 traces per published version (0 = off)")

@@ -47,6 +47,8 @@ class _TrainerCollector(Collector):
         t, model = self.x.trainer, self.x.trainer.cfg.model_name
         yield _counter("samples", "Samples trained on", model, t.samples)
         yield _counter("steps", "Training steps (batches)", model, t.step)
+        yield _counter("skipped_samples", "Samples of batches not trained on: non-finite loss or scores",
+                       model, t.skipped_samples)
         yield _gauge("live_ids", "Live ids (rows) in the embedding table", model, t.table.num_live)
         yield _gauge("watermark_seconds", "Event time of the newest sample trained on (unix seconds; "
                      "0 before the first)", model, max(float(t.watermark_ms), 0.0) / 1000)

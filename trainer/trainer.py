@@ -6,6 +6,7 @@ expiry, checkpoints with Kafka positions, and the hooks sync/ publishes from.
     trainer.train_batch(batch)             # -> progressive predictions (B, H)
     trainer.predict(batch)                 # (B, H), no side effects
     updates = trainer.collect_updates()    # [TableUpdate] since the last call
+    rows, actions = trainer.traces.take()  # freshness traces since the last call (trainer.freshness)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from trainer.batch import Batch
 from trainer.config import ModelConfig, TableConfig, TrainerConfig
 from trainer.embedding import EmbeddingTable, make_table
 from trainer.errors import CheckpointError, TrainerError
+from trainer.freshness import ActionTraces
 from trainer.metrics import MetricsWriter, ProgressiveValidator
 from trainer.model import BaseRateTracker, build_model, model_config_from_dict
 from trainer.scoring import TABLE_NAME, distinct_ids, pool_rows, score_batch
@@ -86,6 +88,9 @@ class Trainer:
         # types already warned about in this process
         self.unknown_actions: Counter[str] = Counter()
         self._warned_unknown: set[str] = set()
+        # freshness traces of the actions trained on, taken by the publisher at each push
+        self.traces = ActionTraces(cfg.freshness_traces, seed=cfg.seed)
+        self.skipped_batches = self.skipped_samples = 0  # non-finite loss: not trained on (_skip)
 
     # -- one step --------------------------------------------------------------------
     def lookup(self, ids: np.ndarray) -> torch.Tensor:
@@ -120,6 +125,8 @@ class Trainer:
         offset = torch.from_numpy(self.weighting.logit_offset(batch)).to(self.device)
         loss = F.binary_cross_entropy_with_logits(logits + offset, labels, weight=weights,
                                                   reduction="sum") / len(batch)
+        if not bool(torch.isfinite(loss)) or not bool(torch.isfinite(probs).all()):
+            return self._skip(batch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -143,7 +150,18 @@ class Trainer:
         if self.step % self.cfg.expire_every_batches == 0:
             self.table.expire(self.watermark_ms)
         self.last_loss = float(loss.detach())
+        self.traces.observe(batch)  # the step is done (the loss is on the host): trained_ms = now
         return scores
+
+    def _skip(self, batch: Batch) -> np.ndarray:
+        """A batch whose loss or scores are not finite is not trained on (one step would turn
+        every weight into NaN for good): its positions advance, it is counted and logged."""
+        self.skipped_batches += 1
+        self.skipped_samples += len(batch)
+        self.positions.update(batch.positions)
+        log.warning("skipped a batch of %d samples: non-finite loss or scores (extreme dense values "
+                    "or weights?); %d batches skipped so far", len(batch), self.skipped_batches)
+        return np.full((len(batch), len(self.model_cfg.heads)), np.nan, np.float32)
 
     def _count_unknown(self, batch: Batch) -> None:
         if not batch.unknown_labels:

@@ -13,6 +13,10 @@ so both outputs leave in event-time order (the joiner's watermarks read that ord
     state = step.new_state()
     out = step.on_impression(state, imp, watermark_ms)   # [] until the watermark reaches it
     out = step.on_watermark(state, watermark_ms)          # [Impression, FeatureUpdate, ...]
+
+What a step does to one record is in three functions that serving shares (request-time
+features, ``streaming.features.history_store``): ``remember`` (dedup + history update),
+``as_of`` (values and last-N as of a time) and ``attach`` (append them to dense/slots/ids).
 """
 
 from __future__ import annotations
@@ -46,11 +50,10 @@ class FeatureStep:
 
     def on_impression(self, state: EntityState, imp: Impression, watermark_ms: int) -> list[Output]:
         t = imp.event_time_ms
-        if state.dedup is not None and not state.dedup.update((imp.request_id, imp.item_id), t, watermark_ms):
+        if not remember(self.spec, self.entity, state, imp, watermark_ms):
             self.counters["duplicate_impressions"] += 1
             return []
         self.counters["impressions"] += 1
-        state.add(IMPRESSION, t)
         insort(state.pending, (t, imp), key=_time)  # after equal times: arrival order kept
         if t <= watermark_ms:  # late (behind the watermark): nothing more can be waited for
             self.counters["late_impressions"] += 1
@@ -58,14 +61,11 @@ class FeatureStep:
         return []
 
     def on_action(self, state: EntityState, act: Action, watermark_ms: int) -> list[Output]:
-        key = (act.request_id, act.item_id, act.action_type)
-        if state.dedup is not None and not state.dedup.update(key, act.event_time_ms, watermark_ms):
+        if not remember(self.spec, self.entity, state, act, watermark_ms):
             self.counters["duplicate_actions"] += 1
             return []
         self.counters["actions"] += 1
         t = act.event_time_ms
-        item = act.item_id if self.is_user and act.action_type in self.acted_types else None
-        state.add(act.action_type, t, item)
         # the history takes it at once; the action itself leaves in event-time order with
         # the impressions (the joiner's watermark reads the output topics' order)
         insort(state.pending, (t, act), key=_time)
@@ -86,12 +86,9 @@ class FeatureStep:
                 out.append(imp)
                 continue
             enriched += 1
-            values = state.values(spec, self.entity, t)
-            last = state.last_items(spec, t) if self.is_user else []
-            imp.dense = list(imp.dense) + spec.attach_values(self.entity, values)
-            if last:
-                imp.slots = list(imp.slots) + [spec.last_n_slot] * len(last)
-                imp.ids = list(imp.ids) + [feature_id(spec.last_n_slot, i) for i in last]
+            values, last = as_of(spec, self.entity, state, t)
+            imp.dense, imp.slots, imp.ids = attach(spec, self.entity, values, last,
+                                                   imp.dense, imp.slots, imp.ids)
             out.append(imp)
             out.append(FeatureUpdate(self.entity, self.entity_of(imp), t, self.names, values, last))
         if n:
@@ -107,6 +104,48 @@ class FeatureStep:
     def cleanup_ms(self, state: EntityState) -> int:
         """A watermark at which the entity's history will have aged out (state can go)."""
         return state.newest_ms() + max(self.spec.max_window_ms, self.spec.dedup_ttl_ms) + 1
+
+
+def remember(spec: FeatureSpec, entity: Entity, state: EntityState, rec: Impression | Action,
+             watermark_ms: int) -> bool:
+    """Take one impression or action into ``entity``'s history, as the job does on arrival;
+    False when the state dedups (user states) and already kept its key: a duplicate. The
+    serving side (``history_store``) rebuilds the job's histories with it."""
+    if isinstance(rec, Impression):
+        key: tuple = (rec.request_id, rec.item_id)
+        event, item = IMPRESSION, None
+    else:
+        key = (rec.request_id, rec.item_id, rec.action_type)
+        event = rec.action_type
+        item = rec.item_id if entity == "user" and rec.action_type in spec.acted_types else None
+    if state.dedup is not None and not state.dedup.update(key, rec.event_time_ms, watermark_ms):
+        return False
+    state.add(event, rec.event_time_ms, item)
+    return True
+
+
+def as_of(spec: FeatureSpec, entity: Entity, state: EntityState, t_ms: int) -> tuple[list[float], list[int]]:
+    """(raw values of ``spec.names(entity)``, last-N items) as of ``t_ms``: events < t_ms
+    only, windows aged to ``t_ms``. An empty state gives what a new entity gets."""
+    last = state.last_items(spec, t_ms) if entity == "user" else []
+    return state.values(spec, entity, t_ms), last
+
+
+def attach(spec: FeatureSpec, entity: Entity, values: list[float], last: list[int], dense: list[float],
+           slots: list[int], ids: list[int]) -> tuple[list[float], list[int], list[int]]:
+    """(dense, slots, ids) with ``entity``'s values appended to dense and its last-N items
+    added as ids in ``spec.last_n_slot``: how an impression (or a serving request) is completed.
+
+    >>> spec = FeatureSpec(windows_ms=(60_000,), action_types=("click",), last_n_slot=9)
+    >>> dense, slots, ids = attach(spec, "user", [0.0, 0.0, 0.05], [7], [1.5], [0], [11])
+    >>> dense, slots, ids == [11, feature_id(9, 7)]
+    ([1.5, 0.0, 0.0, 0.05], [0, 9], True)
+    """
+    dense = list(dense) + spec.attach_values(entity, values)
+    if last:
+        slots = list(slots) + [spec.last_n_slot] * len(last)
+        ids = list(ids) + [feature_id(spec.last_n_slot, i) for i in last]
+    return dense, slots, ids
 
 
 def _time(entry: tuple[int, Impression]) -> int:

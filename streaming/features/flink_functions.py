@@ -27,16 +27,22 @@ from schemas import Action, DeadLetter, FeatureUpdate, Impression, codec_for
 from schemas.errors import DecodeError
 from schemas.peek import fits_long, peek_action_time, peek_ids, peek_impression_time
 from schemas.validation import ValidationLimits
+from streaming.dead_letters import REASONS
 from streaming.features.entity_state import EntityState
 from streaming.features.feature_step import FeatureStep, Output
+from streaming.features.metrics import FeatureMetrics
 from streaming.features.spec import Entity, FeatureSpec
 from streaming.flink_env import bytes_type, dead_letter_tag
+from streaming.flink_metrics import MetricMirror
 from streaming.record_gate import RecordGate
 from streamtrain.clock import now_ms
 
 log = logging.getLogger(__name__)
 KIND_IMPRESSION, KIND_ACTION = 0, 1
 CLEANUP_TICK_MS = 60_000
+# FeatureStep.counters exported as Flink counters (accepted records, drops, enrichment)
+STEP_COUNTERS = ("impressions", "actions", "duplicate_impressions", "duplicate_actions",
+                 "late_impressions", "enriched")
 StepRecord: TypeAlias = tuple[int, int, bytes]  # (kind, item id, Avro bytes): user step -> item step
 Emitted: TypeAlias = bytes | StepRecord | tuple[OutputTag, bytes]  # main output, or a side output's
 Context: TypeAlias = KeyedProcessFunction.Context | KeyedCoProcessFunction.Context
@@ -111,27 +117,50 @@ class _StepFunction:
         self.imp_codec, self.act_codec = codec_for(Impression), codec_for(Action)
         self.fu_codec = codec_for(FeatureUpdate)
         self.features_tag = features_tag()
-        group = runtime_context.get_metrics_group().add_group("features").add_group(self.entity)
-        for name in ("impressions", "actions", "duplicate_impressions", "duplicate_actions",
-                     "late_impressions", "enriched"):
-            group.gauge(name, lambda n=name: int(self.step.counters[n]))
+        self.metrics = FeatureMetrics()
+        self.dl_codec, self.dl_tag = codec_for(DeadLetter), dead_letter_tag()
+        self._register_metrics(runtime_context.get_metrics_group().add_group("features")
+                               .add_group(self.entity))
+
+    def _register_metrics(self, group) -> None:
+        """Flink counters kept at the figures' values (``streaming.flink_metrics``):
+        ``features.<entity>.<name>``, dead letters also by reason key:
+        ``features.<entity>.dead_letters_<key>`` (streaming.dead_letters.REASONS)."""
+        m, counters = self.metrics, self.step.counters
+
+        def read() -> dict[str, int]:
+            out = {name: int(counters[name]) for name in STEP_COUNTERS}
+            out |= {name: int(v) for name, v in m.counters().items()}
+            return out | {f"dead_letters_{key}": int(m.dead_letters[key]) for key in REASONS}
+        self.mirror = MetricMirror(group, read)
 
     def close(self) -> None:
+        if hasattr(self, "mirror"):
+            self.mirror.sync()
         if hasattr(self, "step"):
+            counts = {**self.step.counters, **self.metrics.counters()}
             log.info("features close entity=%s %s", self.entity,
-                     " ".join(f"{k}={v}" for k, v in sorted(self.step.counters.items())))
+                     " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+    def _dead_letter(self, dl: DeadLetter) -> tuple[OutputTag, bytes]:
+        self.metrics.dead_letters.add(dl.reason)
+        return self.dl_tag, self.dl_codec.encode(dl)
 
     def _apply(self, rec: Impression | Action, ctx: Context) -> list[Output]:
-        state = self.state.value() or self.step.new_state()
+        state = self.state.value()
+        if state is None:
+            state = self.step.new_state()
+            self.metrics.entities_created += 1
         wm = ctx.timer_service().current_watermark()
         if isinstance(rec, Impression):
             outs = self.step.on_impression(state, rec, wm)
         else:
             outs = self.step.on_action(state, rec, wm)
         self._save(state, ctx)
-        return outs
+        return self._outputs(outs)
 
     def on_timer(self, timestamp: int, ctx: TimerContext) -> Iterator[Emitted]:
+        self.mirror.maybe_sync()
         state = self.state.value()
         if state is None:
             return
@@ -139,12 +168,17 @@ class _StepFunction:
         # all keys in time order, so the outputs leave in event-time order even when the
         # watermark jumps ahead (a fast replay); the rest of this key's pending impressions
         # get their own (already due) timer in _save
-        outs = self.step.on_watermark(state, timestamp)
+        outs = self._outputs(self.step.on_watermark(state, timestamp))
         if state.empty():
             self.state.clear()
+            self.metrics.entities_dropped += 1
         else:
             self._save(state, ctx)
         yield from self._emit(outs)
+
+    def _outputs(self, outs: list[Output]) -> list[Output]:
+        self.metrics.on_outputs(outs)
+        return outs
 
     def _save(self, state: EntityState, ctx: Context) -> None:
         self.state.update(state)
@@ -176,21 +210,24 @@ class UserFeatureFunction(_StepFunction, KeyedCoProcessFunction):
         limits = replace(self.limits, action_types=self.spec.action_types)
         self.imp_gate = RecordGate(Impression, "features", self.topics[0], limits)
         self.act_gate = RecordGate(Action, "features", self.topics[1], limits)
-        self.dl_codec, self.dl_tag = codec_for(DeadLetter), dead_letter_tag()
 
     def process_element1(self, value: bytes,
                          ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
+        self.metrics.impressions_in += 1
+        self.mirror.maybe_sync()
         yield from self._gated(self.imp_gate, value, ctx)
 
     def process_element2(self, value: bytes,
                          ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
+        self.metrics.actions_in += 1
+        self.mirror.maybe_sync()
         yield from self._gated(self.act_gate, value, ctx)
 
     def _gated(self, gate: RecordGate, value: bytes,
                ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
         rec = gate.update(bytes(value), now_ms())
         if isinstance(rec, DeadLetter):
-            yield self.dl_tag, self.dl_codec.encode(rec)
+            yield self._dead_letter(rec)
             return
         yield from self._emit(self._apply(rec, ctx))
 
@@ -213,18 +250,22 @@ class ItemFeatureFunction(_StepFunction, KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         super().open(runtime_context)
         self.actions_tag = actions_tag()
-        self.dl_codec, self.dl_tag = codec_for(DeadLetter), dead_letter_tag()
 
     def process_element(self, value: StepRecord,
                         ctx: KeyedProcessFunction.Context) -> Iterator[Emitted]:
         kind, _, payload = value
+        self.mirror.maybe_sync()
+        if kind == KIND_IMPRESSION:
+            self.metrics.impressions_in += 1
+        else:
+            self.metrics.actions_in += 1
         codec = self.imp_codec if kind == KIND_IMPRESSION else self.act_codec
         try:  # written by the user step: bad bytes mean a bug upstream, never a restart loop
             rec = codec.decode(bytes(payload))
         except DecodeError as exc:
             dl = DeadLetter(stage="features", source_topic="user-step", reason=f"undecodable: {exc}",
                             time_ms=now_ms(), raw=bytes(payload))
-            yield self.dl_tag, self.dl_codec.encode(dl)
+            yield self._dead_letter(dl)
             return
         yield from self._emit(self._apply(rec, ctx))
 

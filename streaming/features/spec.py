@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal, get_args
 
 from schemas.contracts import ACTION_TYPES
@@ -101,7 +102,23 @@ class FeatureSpec:
         return frozenset(self.last_n_actions or self.action_types)
 
     def features(self, entity: Entity) -> tuple[FeatureDef, ...]:
-        check(entity in ENTITIES, "entity", entity, f"one of {ENTITIES}")
+        feats = self._features.get(entity)
+        if feats is None:
+            check(False, "entity", entity, f"one of {ENTITIES}")
+            raise AssertionError  # unreachable: check raised
+        return feats
+
+    # built once per spec (the job reads them for every impression); cached in the instance
+    # dict, not fields: equality, hashing, repr and the config loader see the settings only
+    @cached_property
+    def _features(self) -> dict[str, tuple[FeatureDef, ...]]:
+        return {e: self._build_features(e) for e in ENTITIES}
+
+    @cached_property
+    def _log1p(self) -> dict[str, tuple[bool, ...]]:
+        return {e: tuple(f.kind == "count" for f in feats) for e, feats in self._features.items()}
+
+    def _build_features(self, entity: Entity) -> tuple[FeatureDef, ...]:
         out = []
         for w in self.windows_ms:
             label = window_label(w)
@@ -120,4 +137,4 @@ class FeatureSpec:
         """The values as appended to ``Impression.dense`` (counts log1p'd when configured)."""
         if not self.log1p_counts:
             return list(values)
-        return [math.log1p(v) if f.kind == "count" else v for f, v in zip(self.features(entity), values)]
+        return [math.log1p(v) if log else v for log, v in zip(self._log1p[entity], values)]

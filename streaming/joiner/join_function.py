@@ -39,8 +39,10 @@ from pyflink.datastream.state import MapStateDescriptor
 from schemas import Action, DeadLetter, Impression, Sample, codec_for
 from schemas.peek import peek_ids
 from schemas.validation import ValidationLimits
+from streaming.dead_letters import REASONS, DeadLetterCounts
 from streaming.event_time import END_OF_TIME
 from streaming.flink_env import dead_letter_tag
+from streaming.flink_metrics import MetricMirror
 from streaming.joiner.clocks import ImpressionClock
 from streaming.joiner.config import JoinerConfig
 from streaming.joiner.core import JoinCore, Output
@@ -106,6 +108,7 @@ class JoinFunction(KeyedCoProcessFunction):
         self._skew_logged: set[str] = set()
         self.kv = KvFallback(Path(self.kv_dir) / f"subtask-{self.subtask}", cfg.kv_ttl_ms)
         self.metrics = JoinerMetrics()
+        self.dead_letters = DeadLetterCounts()  # every dead letter this function writes, by reason
         self.stall = StallDetector(cfg.stall_after_ms, cfg.stall_min_impressions)
         self.journal_state = runtime_context.get_map_state(
             MapStateDescriptor("joiner-journal", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
@@ -122,17 +125,24 @@ class JoinFunction(KeyedCoProcessFunction):
                  self.subtask, self.buckets, cfg.window_ms, cfg.policy, self.kv.path)
 
     def _register_metrics(self, group) -> None:
-        m = self.metrics
-        for name in m.counters():
-            group.gauge(name, lambda n=name: int(getattr(m, n)))
-        group.gauge("joined_pct_x100", lambda: int(m.joined_pct() * 100))
-        group.gauge("label_wait_p50_ms", lambda: m.label_wait_percentile(50))
-        group.gauge("label_wait_p99_ms", lambda: m.label_wait_percentile(99))
+        """Flink counters kept at the figures' values (``streaming.flink_metrics``):
+        ``joiner.<JoinerMetrics field>``, the join rate and label waits, dead letters in all
+        and by reason key (the gate's rejects have no JoinerMetrics counter of their own)."""
+        m, dead = self.metrics, self.dead_letters
+
+        def read() -> dict[str, int]:
+            out = {name: int(getattr(m, name)) for name in m.counters()}
+            out |= {"joined_pct_x100": int(m.joined_pct() * 100),
+                    "label_wait_p50_ms": int(m.label_wait_percentile(50)),
+                    "label_wait_p99_ms": int(m.label_wait_percentile(99)), "dead_letters": dead.total()}
+            return out | {f"dead_letters_{key}": int(dead[key]) for key in REASONS}
+        self.mirror = MetricMirror(group, read)
 
     def close(self) -> None:
         kv = getattr(self, "kv", None)
         if kv is None:
             return  # open() did not get that far
+        self.mirror.sync()
         log.info("joiner close subtask=%d %s", self.subtask, self.metrics.log_line())
         for core in self.cores.values():
             core.close()
@@ -143,9 +153,10 @@ class JoinFunction(KeyedCoProcessFunction):
 
     def process_element1(self, value: bytes,
                          ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
+        self.mirror.maybe_sync()
         rec = self.imp_gate.update(bytes(value), now_ms())
         if isinstance(rec, DeadLetter):
-            yield self.dl_tag, self.dl_codec.encode(rec)
+            yield self._dead_letter(rec)
             return
         self._check_time(ctx, rec.event_time_ms, self.impressions_topic)
         self.clock.on_impression(rec.event_time_ms)
@@ -156,9 +167,10 @@ class JoinFunction(KeyedCoProcessFunction):
 
     def process_element2(self, value: bytes,
                          ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
+        self.mirror.maybe_sync()
         rec = self.act_gate.update(bytes(value), now_ms())
         if isinstance(rec, DeadLetter):
-            yield self.dl_tag, self.dl_codec.encode(rec)
+            yield self._dead_letter(rec)
             return
         self._check_time(ctx, rec.event_time_ms, self.actions_topic)
         core = self._core(ctx.get_current_key())
@@ -168,6 +180,7 @@ class JoinFunction(KeyedCoProcessFunction):
 
     def on_timer(self, timestamp: int,
                  ctx: KeyedCoProcessFunction.OnTimerContext) -> Iterator[Emitted]:
+        self.mirror.maybe_sync()
         core = self._core(ctx.get_current_key())
         now = max(timestamp, ctx.timer_service().current_watermark())
         yield from self._emit(core.advance(now, impressions_ms=self.clock.at(now)))
@@ -210,6 +223,10 @@ class JoinFunction(KeyedCoProcessFunction):
         else:
             self.journal_state.put(key, data)
 
+    def _dead_letter(self, dl: DeadLetter) -> tuple[OutputTag, bytes]:
+        self.dead_letters.add(dl.reason)
+        return self.dl_tag, self.dl_codec.encode(dl)
+
     def _schedule(self, core: JoinCore, ctx: KeyedCoProcessFunction.Context, now: int) -> None:
         deadline = core.next_deadline()
         if deadline is None or now >= END_OF_TIME:
@@ -224,7 +241,7 @@ class JoinFunction(KeyedCoProcessFunction):
             if isinstance(out, Sample):
                 yield self.sample_codec.encode(out)
             else:
-                yield self.dl_tag, self.dl_codec.encode(out)
+                yield self._dead_letter(out)
         now = time.monotonic()
         if now - self._last_log >= self.log_interval_s:
             self._last_log = now

@@ -5,13 +5,17 @@
     streamtrain jars                         fetch the JVM jars with Maven
     streamtrain generate ...                 synthetic traffic to impressions/actions
     streamtrain replay ...                   a real CSV log to impressions/actions
+    streamtrain live-traffic ...             the simulated product: real-time requests ranked by serving
     streamtrain passthrough ...              the template Flink job (decode -> encode)
     streamtrain features ...                 dedup + realtime features (Flink job)
     streamtrain join ...                     the joiner: impressions x actions -> samples (Flink job)
     streamtrain train ...                    the incremental trainer (publishes to serving)
     streamtrain serve ...                    a serving replica: model deltas -> HTTP predict
     streamtrain bench <name> ...             a benchmark from bench/ (figures + JSON)
-    streamtrain demo                         the whole thing, bounded, on local defaults
+    streamtrain up [--detach] [--fresh]      every stage live, supervised, with a live view (Ctrl-C stops)
+    streamtrain down | status                a stack left running in the background
+    streamtrain demo [--duration 180]        `up` on a fresh directory for 3 minutes, then its summary
+    streamtrain batch-demo                   the stages one after another, bounded (a recipe)
     streamtrain deps [--check]               the package dependency graph and its layering rules
     streamtrain flink start|stop|status      a Flink session cluster from PyFlink's distribution
     streamtrain submit features|join ...     submit a job to it with `flink run -py` (--savepoint P)
@@ -37,13 +41,18 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "jars": ("streamtrain.cli.infra", "jars_main"),
     "generate": ("traffic.cli", "generate_main"),
     "replay": ("traffic.cli", "replay_main"),
+    "live-traffic": ("traffic.live_run", "main"),
     "passthrough": ("streaming.passthrough_job", "main"),
     "join": ("streaming.joiner.job", "main"),
     "features": ("streaming.features.job", "main"),
     "train": ("streamtrain.cli.train", "main"),
     "serve": ("sync.cli", "main"),
     "bench": ("bench.cli", "main"),
-    "demo": ("streamtrain.cli.demo", "main"),
+    "up": ("streamtrain.cli.up", "up_main"),
+    "down": ("streamtrain.cli.up", "down_main"),
+    "status": ("streamtrain.cli.up", "status_main"),
+    "demo": ("streamtrain.cli.up", "demo_main"),
+    "batch-demo": ("streamtrain.cli.demo", "main"),
     "deps": ("streamtrain.cli.deps", "main"),
     "flink": ("streamtrain.cli.flink", "main"),
     "submit": ("streamtrain.cli.flink", "submit_main"),

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streaming.flink_env import prometheus_settings, valid_port_spec
 from streamtrain import flags
 from streamtrain.config import check
 from streamtrain.paths import JARS_DIR, STATE_DIR
@@ -65,6 +66,9 @@ class FlinkClusterConfig:
     slots, jobmanager_memory, taskmanager_memory: the usual Flink sizes.
     python: the interpreter of the jobs' Python workers and of the submitting client.
     settings: more Flink settings, ``key=value`` each (``heartbeat.timeout=10000``).
+    metrics_port: Flink's Prometheus reporter on the JobManager and the TaskManager (the
+        jobs' metrics are the TaskManager's): "0" = off; a range such as "9260-9261" (each
+        process takes the first free port, the JobManager starts first) or a port.
     """
 
     dir: str = ""
@@ -79,6 +83,7 @@ class FlinkClusterConfig:
     python: str = ""
     settings: tuple[str, ...] = ()
     start_timeout_s: float = 120.0
+    metrics_port: str = "0"
 
     def __post_init__(self) -> None:
         for name in ("rest_port", "rpc_port"):
@@ -90,6 +95,8 @@ class FlinkClusterConfig:
         for s in self.settings:
             check("=" in s, "flink_cluster.settings", s, "key=value entries")
         check(self.start_timeout_s > 0, "flink_cluster.start_timeout_s", self.start_timeout_s, "> 0")
+        check(valid_port_spec(self.metrics_port), "flink_cluster.metrics_port", self.metrics_port,
+              '"0" (off), a port, a range "9260-9261" or a list (ports 1..65535)')
 
     @property
     def home(self) -> Path:
@@ -147,6 +154,8 @@ class FlinkCluster:
             # pemja (thread mode) loads a native library once per JVM: from the cluster's
             # classpath (lib/), not from each job's classloader, or the second job fails
             "classloader.parent-first-patterns.additional": "pemja.",
+            # loaded as a plugin from FLINK_PLUGINS_DIR (the wheel's plugins/metrics-prometheus)
+            **prometheus_settings(c.metrics_port),
         }
         for s in c.settings:
             key, _, value = s.partition("=")
@@ -190,6 +199,7 @@ class FlinkCluster:
         env.update(FLINK_HOME=str(flink_home()), FLINK_CONF_DIR=str(self.conf_dir),
                    FLINK_LOG_DIR=str(self.log_dir), FLINK_PID_DIR=str(self.home),
                    FLINK_LIB_DIR=str(self.home / "lib"),
+                   FLINK_PLUGINS_DIR=str(flink_home() / "plugins"),  # metrics reporters
                    PYFLINK_CLIENT_EXECUTABLE=self.config.interpreter,
                    PATH=bin_dir + os.pathsep + env.get("PATH", ""))
         return env

@@ -57,7 +57,7 @@ def run(kafka: KafkaConfig, topics: TopicsConfig, model: ModelConfig, table: Tab
         finally:
             exporter.close()
     else:
-        publisher = ModelPublisher(publish, kafka, topics, trainer)
+        publisher = ModelPublisher(publish, kafka, topics, trainer, traces=trainer.traces)
         exporter.publisher = publisher
 
         def on_idle(_: Trainer) -> None:

@@ -78,6 +78,9 @@ class FakeCounter:
     def inc(self, n: int = 1) -> None:
         self.count += n
 
+    def dec(self, n: int = 1) -> None:
+        self.count -= n
+
 
 class FakeMetricGroup:
     def __init__(self) -> None:

@@ -72,7 +72,8 @@ def test_seam_an_undeclared_action_type_is_dead_lettered_and_counted_by_the_join
     assert "validation.action_types" in dead[0].reason
     assert {codec_for(Action).decode(d.raw).request_id for d in dead} == {"r1", "r2"}
     assert fn.metrics.unknown_action_types == 2 and fn.metrics.orphans == 0
-    assert h.runtime.metrics.gauges["unknown_action_types"]() == 2  # a Flink metric
+    fn.mirror.sync()
+    assert h.runtime.metrics.counters["unknown_action_types"].count == 2  # a Flink metric
     warned = [r for r in caplog.records if kind in r.getMessage()]
     assert len(warned) == 1 and warned[0].levelname == "WARNING"
 

@@ -262,7 +262,7 @@ def _consumer(on_dense) -> DeltaConsumer:
     """A DeltaConsumer's apply path (decode, check, applier, dense assembly), without Kafka."""
     c = object.__new__(DeltaConsumer)
     c.config, c.topics, c.store = ConsumerConfig(model="ctr", group_id="fuzz"), TopicsConfig(), MemoryRowStore()
-    c.on_dense = on_dense
+    c.on_dense, c.on_traces = on_dense, None
     c.applier, c.dense = DeltaApplier(c.store, "ctr"), DenseAssembler("ctr")
     c._dead = _Sink()
     c.stats, c.dims, c.lock = ConsumerStats(dead_letter_sink=c._dead), {}, threading.RLock()

@@ -24,6 +24,7 @@ def test_grafana_dashboard_uses_only_documented_metrics():
 def test_prometheus_config_scrapes_replica_and_trainer_ports_docs_name():
     cfg = yaml.safe_load((ROOT / "infra" / "prometheus" / "prometheus.yml").read_text())
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in cfg["scrape_configs"]}
-    assert targets == {"streamtrain-replica": ["localhost:8500"], "streamtrain-trainer": ["localhost:9400"]}
+    assert targets == {"streamtrain-replica": ["localhost:8500"], "streamtrain-trainer": ["localhost:9400"],
+                       "streamtrain-flink": ["localhost:9250", "localhost:9251", "localhost:9260", "localhost:9261"]}
     ops = (ROOT / "docs" / "operations.md").read_text()
     assert "trainer.metrics_port=9400" in ops and "HOST:8500/metrics" in ops

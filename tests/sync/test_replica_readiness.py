@@ -37,7 +37,8 @@ def test_replica_is_not_ready_while_applying_fails(kafka_broker, topics, tmp_pat
                                                    store_dir=str(tmp_path / "r"), poll_interval_ms=20,
                                                    ready_error_window_s=2.0), kafka_broker, topics))
     assert replica.readiness()["reasons"] == [  # before start()
-        "not bootstrapped: no dense weights yet (waiting for a dump or model-dense)", "lag not measured yet"]
+        "not bootstrapped: no dense weights yet (waiting for a dump or model-dense)", "lag not measured yet",
+        "request features: lag not measured yet"]
     replica.start()
     assert _until(lambda: replica.readiness()["ready"]), replica.readiness()
 

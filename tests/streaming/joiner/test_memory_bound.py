@@ -14,6 +14,7 @@ from streaming.joiner import JoinCore, JoinerConfig, KvFallback
 from streaming.joiner.job import JOB
 from streaming.joiner.join_function import JoinFunction
 from streamtrain.config import ConfigError
+from tests.helpers.flink_fakes import FakeMetricGroup
 from tests.helpers.joiner_records import Journal, act, imp
 
 
@@ -28,14 +29,6 @@ def test_per_core_divides_each_bound_among_the_cores():
     assert (unbounded.max_entries, unbounded.max_bytes, unbounded.max_dedup_entries) == (0, 0, 0)
     assert JoinerConfig(max_entries=3).per_core(16).max_entries == 1  # never 0 (= unbounded)
     assert cfg.per_core(1) == cfg
-
-
-class _Group:
-    def add_group(self, name):
-        return self
-
-    def gauge(self, name, fn):
-        pass
 
 
 class _Context:
@@ -54,7 +47,7 @@ class _Context:
         return Journal()
 
     def get_metrics_group(self):
-        return _Group()
+        return FakeMetricGroup()
 
 
 @pytest.mark.parametrize("parallelism", [1, 2, 4])

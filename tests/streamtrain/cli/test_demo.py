@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_runs_the_pipeline_end_to_end_and_exits(tmp_path):
-    cmd = [sys.executable, "-m", "streamtrain.cli", "demo",
+    cmd = [sys.executable, "-m", "streamtrain.cli", "batch-demo",
            "--set", f"demo.port={free_port()}", "--set", f"demo.controller_port={free_port()}",
            "--set", f"demo.out_dir={tmp_path}", "--set", "demo.duration_s=600",
            "--set", "demo.freshness_s=0"]

@@ -12,7 +12,7 @@ from streamtrain.paths import REPO_ROOT
 
 
 def _demo(*args: str, env: dict[str, str] | None = None, tmp_path=None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "streamtrain.cli", "demo", "--set", f"demo.out_dir={tmp_path}", *args]
+    cmd = [sys.executable, "-m", "streamtrain.cli", "batch-demo", "--set", f"demo.out_dir={tmp_path}", *args]
     return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 

@@ -17,6 +17,7 @@ from streaming.features.spec import FeatureSpec
 from streamtrain import flags
 from streamtrain.config import ConfigError
 from streamtrain.kafka_io import KafkaConfig, KafkaIOError, TopicsConfig
+from streamtrain.signals import StopRequest, stop_on_signals
 from sync.api import openapi_document
 from sync.app import make_app
 from sync.config import ReplicaConfig
@@ -33,14 +34,22 @@ def run(config: ReplicaConfig, kafka: KafkaConfig, topics: TopicsConfig,
 
     torch.set_num_threads(config.torch_threads)
     replica = ServingReplica(config, kafka, topics, spec)
-    try:
-        replica.start()
-        server = ReplicaServer(make_app(replica), config.host, config.port)
-        print(f"serving model={config.model} on http://{server.host}:{server.port} "
-              f"(/predict /health /ready /metrics /status /openapi.json)", flush=True)
-        server.serve()  # until SIGINT/SIGTERM
-    finally:
-        replica.close()
+    # a stop signal while bootstrapping ends the start-up; while serving, uvicorn shuts down
+    # gracefully, restores this handler and re-raises the signal to it (with the default
+    # handler the process died there, by the signal, before closing the replica's stores)
+    stop = StopRequest()
+    with stop_on_signals(stop, "stopping the replica"):
+        try:
+            replica.start()
+            if stop.is_set():
+                return 0
+            server = ReplicaServer(make_app(replica), config.host, config.port)
+            print(f"serving model={config.model} on http://{server.host}:{server.port} "
+                  f"(/predict /health /ready /metrics /status /openapi.json)", flush=True)
+            server.serve()  # until SIGINT/SIGTERM
+        finally:
+            replica.close()
+            log.info("replica closed")
     return 0
 
 

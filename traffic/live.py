@@ -44,6 +44,8 @@ from trainer.metrics import ProgressiveValidator
 
 CLICK, LIKE, CONVERSION = ACTION_TYPES
 STATE_FORMAT = 1
+# the click head of the served model and of the oracle, judged on the served impressions
+SERVED_HEADS = ("model", "oracle")
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ class Request:
     policy: str  # served | explore | fallback
     reason: str = ""  # why fallback
     instances: list[dict[str, Any]] = field(default_factory=list)  # what the replica scores
+    served: np.ndarray | None = None  # (C,) the replica's click probabilities, when it answered
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,10 @@ class LiveTraffic:
         self._seq = 0
         self.oracle = ProgressiveValidator(ACTION_TYPES, window=cfg.window, history_points=10)
         self._oracle_rows: list[tuple[np.ndarray, np.ndarray]] = []
+        # the served model judged on what it served, beside the oracle on the same impressions:
+        # out of sample by construction (scored before the impression existed)
+        self.served_quality = ProgressiveValidator(SERVED_HEADS, window=cfg.window, history_points=10)
+        self._served_rows: list[tuple[float, float, bool]] = []
         self._imp_codec, self._act_codec = codec_for(Impression), codec_for(Action)
 
     # -- a request ------------------------------------------------------------------------
@@ -222,7 +229,8 @@ class LiveTraffic:
         account for the policies. Returns the shown candidates (indices into ``req.items``)."""
         cfg, rng = self.cfg, self.rng
         if isinstance(outcome, Answer):
-            order = top_k(np.asarray(outcome.click), cfg.shown)
+            req.served = np.asarray(outcome.click, np.float64)
+            order = top_k(req.served, cfg.shown)
             self.metrics.version.set(-1 if outcome.version is None else outcome.version)
             self.metrics.dense_version.set(-1 if outcome.dense_version is None else outcome.dense_version)
         else:
@@ -258,6 +266,8 @@ class LiveTraffic:
         liked = clicked and rng.random() < cfg.like_given_click
         converted = clicked and rng.random() < cfg.conversion_given_click
         self._oracle_rows.append((probs, np.array([clicked, liked, converted], np.float64)))
+        if req.served is not None and req.policy == "served":
+            self._served_rows.append((float(req.served[c]), float(probs[0]), bool(clicked)))
         if clicked:
             latest = now_ms + int(cfg.max_delay_s * 1000)
             click_ms = min(latest, now_ms + self._delay(cfg.click_delay_median_s))
@@ -316,6 +326,12 @@ class LiveTraffic:
             self.oracle.update(p, y, np.ones_like(y))
             self._oracle_rows = []
         self.metrics.oracle_report = self.oracle.report()
+        if self._served_rows:
+            rows = np.asarray(self._served_rows, np.float64)  # (n, 3): model p, oracle p, clicked
+            y = np.repeat(rows[:, 2:3], 2, axis=1)
+            self.served_quality.update(rows[:, :2], y, np.ones_like(y))
+            self._served_rows = []
+        self.metrics.served_report = self.served_quality.report()
         return self.metrics.oracle_report
 
     # -- snapshot / restore ----------------------------------------------------------------
@@ -323,7 +339,8 @@ class LiveTraffic:
         self.report()
         return {"format": STATE_FORMAT, "world": self.world.snapshot(), "rng": self.rng.bit_generator.state,
                 "run_id": self.run_id, "n": self.n, "seq": self._seq, "heap": list(self.heap),
-                "stats": dict(self.stats), "oracle": self.oracle.state()}
+                "stats": dict(self.stats), "oracle": self.oracle.state(),
+                "served_quality": self.served_quality.state()}
 
     def restore(self, state: dict[str, Any]) -> None:
         if state.get("format") != STATE_FORMAT:
@@ -335,4 +352,6 @@ class LiveTraffic:
         heapq.heapify(self.heap)
         self.stats = Counter(state["stats"])
         self.oracle.load_state(state["oracle"])
+        if "served_quality" in state:  # absent in a state saved before it was kept
+            self.served_quality.load_state(state["served_quality"])
         self.metrics.pending.set(len(self.heap))

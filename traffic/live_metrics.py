@@ -78,6 +78,18 @@ class _Collector(Collector):
                     v = values.get(metric)
                     prog.add_metric([head, window, metric], float("nan") if v is None else float(v))
         yield prog
+        served = GaugeMetricFamily(f"{PREFIX}_served_progressive",
+                                   "Click quality on the impressions a replica ranked: the served model's "
+                                   "probability (scored at position 0, before the impression) and the oracle's, "
+                                   "against the drawn clicks; window = last live_traffic.window impressions",
+                                   labels=["who", "window", "metric"])
+        for who, by_window in ((h, v) for h, v in self.m.served_report.items() if isinstance(v, dict)):
+            for window in ("window", "cumulative"):
+                values = by_window.get(window, {})
+                for metric in PROGRESSIVE:
+                    v = values.get(metric)
+                    served.add_metric([who, window, metric], float("nan") if v is None else float(v))
+        yield served
         ctr = GaugeMetricFamily(f"{PREFIX}_window_ctr", "CTR over the last live_traffic.window impressions of "
                                 "each policy: expected (choice shown|random|oracle) and realized",
                                 labels=["policy", "choice"])
@@ -132,6 +144,7 @@ class LiveMetrics:
                 self.expected.labels(p, c)
         self.windows = {p: WindowCtr(window) for p in POLICIES}
         self.oracle_report: dict[str, Any] = {}
+        self.served_report: dict[str, Any] = {}
         r.register(_Collector(self))
         self._server: Any = None
 

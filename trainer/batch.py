@@ -36,7 +36,6 @@ import numpy as np
 from schemas import Sample
 from trainer.config import ModelConfig
 
-
 # beyond these a single sample overflows float32 in the loss and its gradients (inf, then
 # NaN weights for good): such a sample is dead-lettered, not trained on
 MAX_ABS_DENSE = 1e9

@@ -35,6 +35,7 @@ from trainer.updates import TableUpdate
 from trainer.weighting import LossWeighting
 
 log = logging.getLogger(__name__)
+MEAN_BATCH_DECAY = 0.02  # of the running mean batch size (~50 batches)
 CHECKPOINT_FORMAT = 1
 
 
@@ -91,6 +92,7 @@ class Trainer:
         # freshness traces of the actions trained on, taken by the publisher at each push
         self.traces = ActionTraces(cfg.freshness_traces, seed=cfg.seed)
         self.skipped_batches = self.skipped_samples = 0  # non-finite loss: not trained on (_skip)
+        self.mean_batch = 0.0  # running mean batch size, the loss's normalizer (train_batch)
 
     # -- one step --------------------------------------------------------------------
     def lookup(self, ids: np.ndarray) -> torch.Tensor:
@@ -123,8 +125,16 @@ class Trainer:
         eval_w, train_w = self.weighting.base(batch)
         weights = torch.from_numpy(train_w).to(self.device) * self.weighting.fake_negative(probs, labels)
         offset = torch.from_numpy(self.weighting.logit_offset(batch)).to(self.device)
+        # per sample, not per batch: the sum over the batch divided by the running mean batch
+        # size (the batch mean when batches are of one size, as before). A live stream's
+        # batches are cut by time and come label-sorted (the joiner releases a window's
+        # negatives together, early positives one by one); with the batch mean, a batch of 5
+        # clicks moved the weights as far as one of 500 negatives and the model drifted to
+        # over-predict clicks ~5x (a live run; a fixed-size replay of the same samples was
+        # calibrated)
+        self.mean_batch += MEAN_BATCH_DECAY * (len(batch) - self.mean_batch) if self.mean_batch else len(batch)
         loss = F.binary_cross_entropy_with_logits(logits + offset, labels, weight=weights,
-                                                  reduction="sum") / len(batch)
+                                                  reduction="sum") / self.mean_batch
         if not bool(torch.isfinite(loss)) or not bool(torch.isfinite(probs).all()):
             return self._skip(batch)
         self.opt.zero_grad(set_to_none=True)

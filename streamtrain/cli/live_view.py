@@ -46,13 +46,17 @@ def _flow(row: dict) -> Table:
 
 
 def _quality(row: dict) -> Table:
-    t = Table(title="progressive validation (last window) vs the oracle", expand=True)
-    for col in ("head", "AUC", "oracle AUC", "NE", "oracle NE", "calibration"):
+    t = Table(title="quality (last window): the trainer's progressive validation per head, and the "
+              "served model on what it ranked; the oracle beside each", expand=True)
+    for col in ("", "AUC", "oracle AUC", "NE", "oracle NE", "calibration"):
         t.add_column(col)
     for head in ("click", "like", "conversion"):
-        t.add_row(head, _f(row.get(f"{head}_auc")), _f(row.get(f"oracle_{head}_auc")),
+        t.add_row(f"trainer {head}", _f(row.get(f"{head}_auc")), _f(row.get(f"oracle_{head}_auc")),
                   _f(row.get(f"{head}_ne")), _f(row.get(f"oracle_{head}_ne")),
                   _f(row.get(f"{head}_calibration")))
+    t.add_row("served click", _f(row.get("served_model_click_auc")), _f(row.get("served_oracle_click_auc")),
+              _f(row.get("served_model_click_ne")), _f(row.get("served_oracle_click_ne")),
+              _f(row.get("served_model_click_calibration")))
     return t
 
 
@@ -77,8 +81,9 @@ def render(row: dict, header: str, events: list[str]) -> Panel:
 def status_line(row: dict) -> str:
     reps = " ".join(f"{n}=v{_f(r.get('version'), '{:.0f}')}" for n, r in sorted(row.get("replicas", {}).items()))
     return (f"imps {_rate(row, 'impressions')} samples {_rate(row, 'samples')} "
-            f"trained {_f(row.get('trained_samples'), '{:.0f}')} click AUC {_f(row.get('click_auc'))} "
-            f"(oracle {_f(row.get('oracle_click_auc'))}) NE {_f(row.get('click_ne'))} "
+            f"trained {_f(row.get('trained_samples'), '{:.0f}')} served click AUC "
+            f"{_f(row.get('served_model_click_auc'))} (oracle {_f(row.get('served_oracle_click_auc'))}) "
+            f"NE {_f(row.get('served_model_click_ne'))} trainer AUC {_f(row.get('click_auc'))} "
             f"CTR served/random/oracle {_f(row.get('served_ctr'), '{:.4f}')}/{_f(row.get('random_ctr'), '{:.4f}')}/"
             f"{_f(row.get('oracle_ctr'), '{:.4f}')} fresh p50/p99 {_f(row.get('freshness_p50_s'), '{:.1f}')}/"
             f"{_f(row.get('freshness_p99_s'), '{:.1f}')}s {reps}")

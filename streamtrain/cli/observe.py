@@ -214,6 +214,10 @@ def _traffic(s: Samples | None) -> dict[str, Any]:
         for metric in ("auc", "ne", "calibration"):
             out[f"oracle_{head}_{metric}"] = value(s, "streamtrain_traffic_oracle_progressive", head=head,
                                                    window="window", metric=metric)
+    for who in ("model", "oracle"):  # the served model vs the oracle on the impressions it ranked
+        for metric in ("auc", "ne", "calibration"):
+            out[f"served_{who}_click_{metric}"] = value(s, "streamtrain_traffic_served_progressive", who=who,
+                                                        window="window", metric=metric)
     return out
 
 

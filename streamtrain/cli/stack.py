@@ -61,7 +61,7 @@ class UpConfig:
     traffic_metrics_port: int = 0
     features_metrics_port: int = 0
     join_metrics_port: int = 0
-    window_ms: int = 30_000  # the joiner's waiting window: negatives are final after it
+    window_ms: int = 10_000  # the joiner's waiting window: negatives are final after it (clicks: median 3 s)
     sparse_interval_s: float = 5.0  # sparse deltas to serving
     dense_interval_s: float = 30.0  # dense weights + dump to serving
     checkpoint_interval_ms: int = 10_000  # the Flink jobs' checkpoints
@@ -200,13 +200,33 @@ class Stack:
         (self.run_dir / "stack.json").write_text(json.dumps(state, indent=1))
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, first_dump_timeout_s: float = 300.0) -> None:
+        """The broker, then every stage; the replicas once the trainer's first dump exists
+        (a replica bootstraps from it), the traffic source last."""
         self.logs.mkdir(parents=True, exist_ok=True)
         self.broker.start()
         create_topics(self.kafka, self.topics)
+        waited = False
         for stage in self.stages:
+            if stage.name.startswith("serve") and not waited:
+                self._wait_first_dump(first_dump_timeout_s)
+                waited = True
             self._spawn(stage)
         self.write_state()
+
+    def _wait_first_dump(self, timeout_s: float) -> None:
+        from sync.dump import latest_dump
+
+        train = next(s for s in self.stages if s.name == "train")
+        deadline = time.monotonic() + timeout_s
+        while latest_dump(self.run_dir / "dumps", "ctr") is None:
+            if train.proc is not None and train.proc.poll() is not None:
+                raise StackError(f"the trainer exited with code {train.proc.returncode} before its first "
+                                 f"dump; last lines of {self.log_path(train)}:\n{_tail(self.log_path(train), 15)}")
+            if time.monotonic() > deadline:
+                raise StackError(f"no model dump from the trainer within {timeout_s:.0f}s "
+                                 f"(see {self.log_path(train)})")
+            time.sleep(0.5)
 
     def _spawn(self, stage: Stage) -> None:
         with self.log_path(stage).open("ab") as out:

@@ -34,7 +34,7 @@ def _timeline(run) -> list[dict]:
 
 def test_up_runs_the_closed_loop_then_stops_cleanly_and_the_next_up_resumes(tmp_path):
     run = tmp_path / "run"
-    first = _up(run, 120)
+    first = _up(run, 90)
     assert "(fresh)" in first.stdout
     s1 = json.loads((run / "summary.json").read_text())
     assert all(st["exit"] == 0 and st["restarts"] == 0 for st in s1["stages"].values()), s1["stages"]
@@ -48,7 +48,7 @@ def test_up_runs_the_closed_loop_then_stops_cleanly_and_the_next_up_resumes(tmp_
     assert s1["served_ctr"]["served"] > s1["served_ctr"]["random"]
     assert (run / "quality.png").stat().st_size > 0 and (run / "freshness_cdf.png").stat().st_size > 0
 
-    second = _up(run, 45)
+    second = _up(run, 40)
     assert "(resumed)" in second.stdout
     s2 = json.loads((run / "summary.json").read_text())
     assert all(st["exit"] == 0 for st in s2["stages"].values()), s2["stages"]

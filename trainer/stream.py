@@ -74,10 +74,30 @@ def decode_records(records: list, codec, builder: BatchBuilder, dead: DeadLetter
             if problem is None:
                 samples.append(rec)
                 continue
+            _warn_layout(rec, builder)
             rec = DeadLetter(stage=STAGE, source_topic=topic, reason=f"invalid sample: {problem}",
                              time_ms=now, raw=bytes(r.value), partition=r.partition, offset=r.offset)
         dead.send(rec)
     return builder.build(samples, positions)
+
+
+_LAYOUTS_WARNED: set[tuple[int, int]] = set()
+
+
+def _warn_layout(sample: Sample, builder: BatchBuilder) -> None:
+    """Once per dense width: samples laid out for another model (e.g. the feature job's 9
+    slots and 33 dense values behind a trainer left on the defaults) are all dead-lettered;
+    say loudly how to start the trainer for them."""
+    model = builder.model
+    width = len(sample.dense)
+    if width == model.dense_dim or (width, model.dense_dim) in _LAYOUTS_WARNED:
+        return
+    _LAYOUTS_WARNED.add((width, model.dense_dim))
+    slots = ",".join(str(s) for s in sorted(set(sample.slots)))
+    log.error("samples carry %d dense values and slots %s, the model expects %d dense values and slots %s: "
+              "every such sample is dead-lettered. To train on them, start the trainer with "
+              "--set model.dense_dim=%d --set model.slots=%s (or the [model] section of the samples' "
+              "producer)", width, slots, model.dense_dim, ",".join(map(str, model.slots)), width, slots)
 
 
 def _fill(consumer, cfg: TrainerConfig, stop, put: Callable[[list], bool]) -> None:

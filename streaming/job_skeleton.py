@@ -172,8 +172,8 @@ class FlinkJob:
         self.build(env, run, **operators)
         what = self.describe(run) if self.describe is not None else ""
         log.info("running %s %s bounded=%s", label, what, run.args.bounded)
-        if run.args.bounded or self.durable_state is None:
-            env.execute(run.name)
+        if run.args.bounded or self.durable_state is None or _AS_SCRIPT:
+            env.execute(run.name)  # as a script: `flink run -d` returns once the job is submitted
         else:
             self._run_until_stopped(env, run.name, run[self.durable_state].checkpoint_dir, label)
         log.info("%s finished %s", label, what)
@@ -227,10 +227,17 @@ def _stop_with_savepoint(client: Any, directory: str) -> str:
     return str(client._j_job_client.stopWithSavepoint(False, directory, canonical).get())
 
 
+_AS_SCRIPT = False  # run by ``run_as_script``: a cluster's client, which stops jobs itself
+
+
 def run_as_script(main: Callable[[], int]) -> NoReturn:
     """A job module run as a script (``flink run -py``, ``python <job>.py``): logging set
-    up as the CLI does, then ``main`` with the process's arguments."""
+    up as the CLI does, then ``main`` with the process's arguments. The job is submitted
+    and left to the cluster (``execute``): stopping it with a savepoint is the cluster's
+    business there (``streamtrain flink stop-job``), not this process's signals."""
     from streamtrain.logs import setup_logging
 
+    global _AS_SCRIPT
+    _AS_SCRIPT = True
     setup_logging()
     sys.exit(main())

@@ -154,12 +154,17 @@ class ServingReplica:
 
     def wait_caught_up(self, timeout_s: float = 30.0, min_version: int = 0) -> bool:
         """Block until the apply thread reports no lag, measured after this call began (an
-        older measurement may predate what was just published), and ``version >= min_version``."""
+        older measurement may predate what was just published), ``version >= min_version``,
+        and, with request-time features, their history's lag is measured and within the
+        readiness bound (what ``/ready`` asks)."""
         start = time.monotonic()
         deadline = start + timeout_s
         while time.monotonic() < deadline:
             fresh = self.lag_measured_at > start
-            if fresh and self.lag_records == 0 and (self.consumer.applier.version or 0) >= min_version:
+            features = self.features is None or \
+                0 <= self.features.lag_records <= self.config.ready_max_features_lag_records
+            if fresh and self.lag_records == 0 and (self.consumer.applier.version or 0) >= min_version \
+                    and features:
                 return True
             self._stop.wait(0.05)
         return False

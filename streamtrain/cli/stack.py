@@ -62,8 +62,8 @@ class UpConfig:
     features_metrics_port: int = 0
     join_metrics_port: int = 0
     window_ms: int = 10_000  # the joiner's waiting window: negatives are final after it (clicks: median 3 s)
-    sparse_interval_s: float = 5.0  # sparse deltas to serving
-    dense_interval_s: float = 30.0  # dense weights + dump to serving
+    sparse_interval_s: float = 2.0  # sparse deltas to serving
+    dense_interval_s: float = 10.0  # dense weights (the tracked head bias among them) + dump to serving
     checkpoint_interval_ms: int = 10_000  # the Flink jobs' checkpoints
     restarts: int = 3  # a stage that dies is restarted at most this many times (then `up` stops)
     view: View = "auto"  # live (terminal), log (a status line every 10 s), off; auto: live on a tty

@@ -226,7 +226,7 @@ def _clear_supervisor(run_dir: Path) -> None:
         (run_dir / "stack.json").write_text(json.dumps(state, indent=1))
 
 
-def _detach(argv: list[str], run_dir: Path, timeout_s: float = 120) -> int:
+def _detach(argv: list[str], run_dir: Path, timeout_s: float = 400) -> int:
     """``up --detach``: the same ``up`` in the background (its output in ``<run_dir>/up.log``);
     returns once every stage is started."""
     run_dir.mkdir(parents=True, exist_ok=True)

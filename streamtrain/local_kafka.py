@@ -216,7 +216,9 @@ class LocalKafka:
     def _format(self, java: str, classpath: str) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [java, "-cp", classpath, f"-Dlog4j2.configurationFile={self._write_log4j()}",
-               "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.props_file)]
+               # `--cluster-id=<id>`: a urlsafe base64 id starts with "-" one time in 32, which
+               # the tool's argument parser took for an option ("expected one argument")
+               "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.props_file)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise LocalKafkaError(f"formatting Kafka storage failed:\n{res.stdout}{res.stderr}")

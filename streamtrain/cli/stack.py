@@ -242,6 +242,9 @@ class Stack:
         restart it while its restart budget lasts; returns the report lines. Raises
         ``StackError`` when a stage is out of restarts."""
         lines: list[str] = []
+        if self.broker.pid() is None:
+            raise StackError(f"the Kafka broker is gone; last lines of {self.broker.log_file}:\n"
+                             f"{_tail(self.broker.log_file, 15)}")
         for stage in self.stages:
             if stage.proc is None or stage.proc.poll() is None:
                 continue

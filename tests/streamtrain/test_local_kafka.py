@@ -50,3 +50,22 @@ def test_topics_create_is_idempotent_with_partitions_and_retention(kafka_broker)
         assert res["topic"]["samples.idem"]["retention.ms"]["value"] == str(2 * 3600 * 1000)
     finally:
         admin.close()
+
+
+def test_a_cluster_id_that_starts_with_a_dash_formats(tmp_path, monkeypatch):
+    """One random cluster id in 32 starts with "-"; the storage tool took it for an option
+    and the first start failed (seen in CI as `up failed: formatting Kafka storage failed`)."""
+    import base64
+    import uuid
+
+    raw = next(b for b in (uuid.uuid4().bytes for _ in range(100_000))
+               if base64.urlsafe_b64encode(b).startswith(b"-"))
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(bytes=raw))
+    broker = LocalKafka(LocalKafkaConfig(port=free_port(), controller_port=free_port(), data_dir=tmp_path))
+    try:
+        broker.start()
+        assert broker.status()["accepting"]
+        meta = (tmp_path / "data" / "meta.properties").read_text()
+        assert f"cluster.id={base64.urlsafe_b64encode(raw).decode().rstrip('=')}" in meta
+    finally:
+        broker.stop()

@@ -24,10 +24,11 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from streamtrain.metrics_http import MetricsHttp
 from traffic.policy import CHOICES, POLICIES
 
 log = logging.getLogger(__name__)
@@ -61,35 +62,32 @@ class WindowCtr:
                 "realized": self._sums[4] / n}
 
 
+def _progressive(name: str, doc: str, label: str, report: dict[str, Any]) -> GaugeMetricFamily:
+    """A validator's report (``ProgressiveValidator.report``) as gauges {label, window, metric}."""
+    family = GaugeMetricFamily(name, doc, labels=[label, "window", "metric"])
+    for key, by_window in ((k, v) for k, v in report.items() if isinstance(v, dict)):
+        for window in ("window", "cumulative"):
+            values = by_window.get(window, {})
+            for metric in PROGRESSIVE:
+                v = values.get(metric)
+                family.add_metric([key, window, metric], float("nan") if v is None else float(v))
+    return family
+
+
 class _Collector(Collector):
     def __init__(self, metrics: LiveMetrics) -> None:
         self.m = metrics
 
     def collect(self) -> Iterator[Metric]:
-        prog = GaugeMetricFamily(f"{PREFIX}_oracle_progressive",
-                                 "The oracle (true probabilities) judged on the shown stream with the drawn "
-                                 "labels, per head; window = last live_traffic.window impressions",
-                                 labels=["head", "window", "metric"])
-        report = self.m.oracle_report
-        for head, by_window in ((h, v) for h, v in report.items() if isinstance(v, dict)):
-            for window in ("window", "cumulative"):
-                values = by_window.get(window, {})
-                for metric in PROGRESSIVE:
-                    v = values.get(metric)
-                    prog.add_metric([head, window, metric], float("nan") if v is None else float(v))
-        yield prog
-        served = GaugeMetricFamily(f"{PREFIX}_served_progressive",
-                                   "Click quality on the impressions a replica ranked: the served model's "
-                                   "probability (scored at position 0, before the impression) and the oracle's, "
-                                   "against the drawn clicks; window = last live_traffic.window impressions",
-                                   labels=["who", "window", "metric"])
-        for who, by_window in ((h, v) for h, v in self.m.served_report.items() if isinstance(v, dict)):
-            for window in ("window", "cumulative"):
-                values = by_window.get(window, {})
-                for metric in PROGRESSIVE:
-                    v = values.get(metric)
-                    served.add_metric([who, window, metric], float("nan") if v is None else float(v))
-        yield served
+        yield _progressive(f"{PREFIX}_oracle_progressive",
+                           "The oracle (true probabilities) judged on the shown stream with the drawn "
+                           "labels, per head; window = last live_traffic.window impressions",
+                           "head", self.m.oracle_report)
+        yield _progressive(f"{PREFIX}_served_progressive",
+                           "Click quality on the impressions a replica ranked: the served model's "
+                           "probability (scored at position 0, before the impression) and the oracle's, "
+                           "against the drawn clicks; window = last live_traffic.window impressions",
+                           "who", self.m.served_report)
         ctr = GaugeMetricFamily(f"{PREFIX}_window_ctr", "CTR over the last live_traffic.window impressions of "
                                 "each policy: expected (choice shown|random|oracle) and realized",
                                 labels=["policy", "choice"])
@@ -146,7 +144,7 @@ class LiveMetrics:
         self.oracle_report: dict[str, Any] = {}
         self.served_report: dict[str, Any] = {}
         r.register(_Collector(self))
-        self._server: Any = None
+        self.http = MetricsHttp(r, "live traffic")
 
     def shown(self, policy: str, expected: dict[str, float], impressions: int, clicks: int) -> None:
         self.impressions.labels(policy).inc(impressions)
@@ -160,13 +158,7 @@ class LiveMetrics:
         return self.registry.get_sample_value(f"{PREFIX}_{name}", labels) or 0.0
 
     def start(self, port: int, host: str = "0.0.0.0") -> int:
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
-        bound = int(self._server.server_port)
-        log.info("live traffic metrics on http://%s:%d/metrics", host, bound)
-        return bound
+        return self.http.start(port, host)
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self.http.close()

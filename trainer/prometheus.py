@@ -21,11 +21,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from streamtrain.kafka_io import make_consumer
+from streamtrain.metrics_http import MetricsHttp
 
 log = logging.getLogger(__name__)
 PREFIX = "streamtrain_trainer"
@@ -126,7 +127,7 @@ class TrainerExporter:
         self._ends: dict[int, int] = {}
         self._ends_at = -1e9
         self._consumer: Any = None  # for end offsets, used by the scrape thread only
-        self._server: Any = None
+        self.http = MetricsHttp(self.registry, "trainer")
 
     def end_offsets(self) -> dict[int, int]:
         """Partition -> end offset of the samples topic, asked by a consumer of the exporter's
@@ -169,16 +170,10 @@ class TrainerExporter:
 
     def start(self, port: int, host: str = "0.0.0.0") -> int:
         """Serve /metrics on ``port`` (0: any free one) in a background thread; the port."""
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
-        bound = int(self._server.server_port)
-        log.info("trainer metrics on http://%s:%d/metrics", host, bound)
-        return bound
+        return self.http.start(port, host)
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self.http.close()
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None

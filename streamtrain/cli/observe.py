@@ -97,7 +97,7 @@ class Observer:
         self.kafka = kafka
         self.topics = topics
         self._consumer: Any = None
-        self._dead_positions: dict[Any, int] = {}
+        self._dead_assigned = False
         self.dead_by_reason: Counter[str] = Counter()
         self._prev: tuple[float, dict[str, int]] | None = None
         self._dead_codec = codec_for(DeadLetter)
@@ -132,14 +132,13 @@ class Observer:
 
         c = self._consumer_ready()
         topic = self.topics.dead_letter
-        if not self._dead_positions:
-            parts = c.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in parts]
+        if not self._dead_assigned:
+            tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or set()]
             if not tps:
                 return
             c.assign(tps)
             c.seek_to_beginning(*tps)
-            self._dead_positions = {tp: 0 for tp in tps}
+            self._dead_assigned = True
         for records in c.poll(timeout_ms=200, max_records=max_records).values():
             for r in records:
                 try:

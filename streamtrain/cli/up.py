@@ -69,22 +69,20 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def _group_rss_mb(pgid: int) -> float:
-    """Resident memory of every process in a process group (a stage and its JVM/workers)."""
-    total = 0
+def _rss_mb_by_group() -> dict[int, float]:
+    """Resident memory per process group (a stage and its JVM/workers), one pass over /proc."""
+    total: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
+            pgid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2])
             for line in (entry / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+                    total[pgid] = total.get(pgid, 0.0) + int(line.split()[1]) / 1024
         except (OSError, ValueError, IndexError):
             continue
-    return total / 1024
+    return total
 
 
 class Supervisor:
@@ -105,9 +103,10 @@ class Supervisor:
     def _sample(self) -> dict:
         row = self.observer.sample()
         self.rows.append(row)
+        rss = _rss_mb_by_group()
         for s in self.stack.stages:
             if s.proc is not None and s.proc.poll() is None:
-                self.rss[s.name].append((row["t"], _group_rss_mb(s.proc.pid)))
+                self.rss[s.name].append((row["t"], rss.get(s.proc.pid, 0.0)))
         return row
 
     def loop(self, stop: StopRequest, duration_s: float) -> None:

@@ -122,6 +122,12 @@ class TrainerConfig:
     # observed to the predicted positives of the last ~this many samples (decayed sums of
     # the progressive scores, so it uses only labels already scored); 0 = off
     bias_tracking_samples: int = 20000
+    # negative pacing (trainer/pacing.py): a label-sorted stream (early-emit joiner) trains
+    # with labelled samples at once and the negatives released in the stream's proportion
+    pacing: bool = True
+    pacing_max_hold_ms: int = 10000  # a negative waits at most this long (wall clock)
+    pacing_max_held: int = 50000     # ... and at most this many wait
+    pacing_samples: int = 20000      # the proportion: decayed counts over about this many samples
     window: int = 20000             # progressive-validation sliding window, samples
     report_every_batches: int = 20
     # reports the validator keeps for the plot, per trainer process (each holds every head):
@@ -164,6 +170,9 @@ class TrainerConfig:
         check(self.bias_tracking_samples >= 0, "trainer.bias_tracking_samples",
               self.bias_tracking_samples, ">= 0 (0 = off)")
         check(self.window >= 100, "trainer.window", self.window, ">= 100")
+        check(self.pacing_max_hold_ms >= 0, "trainer.pacing_max_hold_ms", self.pacing_max_hold_ms, ">= 0")
+        check(self.pacing_max_held >= 0, "trainer.pacing_max_held", self.pacing_max_held, ">= 0")
+        check(self.pacing_samples >= 100, "trainer.pacing_samples", self.pacing_samples, ">= 100")
         check(self.report_every_batches >= 1, "trainer.report_every_batches",
               self.report_every_batches, ">= 1")
         check(self.checkpoint_every_batches >= 1, "trainer.checkpoint_every_batches",

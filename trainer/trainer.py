@@ -93,6 +93,10 @@ class Trainer:
         self.traces = ActionTraces(cfg.freshness_traces, seed=cfg.seed)
         self.skipped_batches = self.skipped_samples = 0  # non-finite loss: not trained on (_skip)
         self.mean_batch = 0.0  # running mean batch size, the loss's normalizer (train_batch)
+        # samples a pacing source consumed but holds (trainer.pacing): its snapshot goes into
+        # each checkpoint beside the positions, restored into ``held_input`` for the next source
+        self.input_snapshot: Callable[[], list[Batch]] | None = None
+        self.held_input: list[Batch] | None = None
 
     # -- one step --------------------------------------------------------------------
     def lookup(self, ids: np.ndarray) -> torch.Tensor:
@@ -220,6 +224,7 @@ class Trainer:
             "fn_counts": (self.weighting.late_pos.copy(), self.weighting.all_pos.copy()),
             "unknown_actions": dict(self.unknown_actions),
             "bias_tracker": self.bias_tracker.state() if self.bias_tracker is not None else None,
+            "held_input": self.input_snapshot() if self.input_snapshot is not None else None,
         }
 
     def save_checkpoint(self) -> None:
@@ -244,6 +249,7 @@ class Trainer:
         self.positions = dict(state["positions"])
         self.watermark_ms = state["watermark_ms"]
         self.unknown_actions = Counter(state.get("unknown_actions", {}))  # absent before it was kept
+        self.held_input = state.get("held_input")  # for the source (trainer.pacing): trained after restart
         if self.bias_tracker is not None and state.get("bias_tracker") is not None:
             self.bias_tracker.load_state(state["bias_tracker"])
         self.last_checkpoint_step = self.step
@@ -271,6 +277,7 @@ class Trainer:
         Checkpoints every ``checkpoint_every_batches`` and at a clean stop (not on an
         exception: a crash resumes from the last checkpoint). Returns the final report."""
         cfg = self.cfg
+        self.input_snapshot = getattr(source, "snapshot", None)  # consumed, not yet trained: checkpointed
         started, idle_since, trained_here = time.monotonic(), time.monotonic(), 0
         try:
             while not (cfg.max_samples and self.samples >= cfg.max_samples):
@@ -289,6 +296,8 @@ class Trainer:
                     continue
                 idle_since = time.monotonic()
                 self.train_batch(batch)
+                if not len(batch):  # only positions moved (a pacing source held all of it)
+                    continue
                 trained_here += len(batch)
                 if on_batch is not None:
                     on_batch(batch, self)
@@ -296,6 +305,10 @@ class Trainer:
                     self._report(trained_here / max(time.monotonic() - started, 1e-9))
                 if self.step % cfg.checkpoint_every_batches == 0:
                     self.save_checkpoint()
+            drain = getattr(source, "drain", None)  # a pacing source's held negatives: a clean stop trains them
+            rest = drain() if drain is not None else None
+            if rest is not None:
+                self.train_batch(rest)
             self.save_checkpoint()
         finally:
             source.close()

@@ -26,9 +26,10 @@ from sync.errors import SyncError
 from sync.publisher import ModelPublisher
 from trainer.config import ModelConfig, TableConfig, TrainerConfig
 from trainer.errors import TrainerError
+from trainer.pacing import NegativePacer
 from trainer.prometheus import TrainerExporter
 from trainer.stream import KafkaSampleSource
-from trainer.trainer import Trainer
+from trainer.trainer import BatchSource, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,10 @@ def run(kafka: KafkaConfig, topics: TopicsConfig, model: ModelConfig, table: Tab
     or ``stop`` set: the step in progress finishes, then checkpoint and final publish)."""
     trainer = Trainer(model, table, cfg)
     trainer.restore_latest()
-    source = KafkaSampleSource(kafka, topics, model, cfg, start=trainer.positions)
-    exporter = TrainerExporter(trainer, source)  # Prometheus, on trainer.metrics_port (0 = off)
+    kafka_source = KafkaSampleSource(kafka, topics, model, cfg, start=trainer.positions)
+    source: BatchSource = (NegativePacer(kafka_source, cfg, held=trainer.held_input) if cfg.pacing
+                           else kafka_source)
+    exporter = TrainerExporter(trainer, kafka_source)  # Prometheus, on trainer.metrics_port (0 = off)
     if cfg.metrics_port:
         exporter.start(cfg.metrics_port, cfg.metrics_host)
     if publish is None:
@@ -72,7 +75,7 @@ def run(kafka: KafkaConfig, topics: TopicsConfig, model: ModelConfig, table: Tab
         finally:
             exporter.close()
             publisher.close()
-    final["dead_letters"] = source.dead_letters
+    final["dead_letters"] = kafka_source.dead_letters
     if stop is not None and stop.is_set():
         final["stopped_by"] = stop.by
     return final

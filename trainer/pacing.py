@@ -1,0 +1,201 @@
+"""Negative pacing: train a label-sorted stream as if its labels came mixed.
+
+A joiner that emits early (``joiner.policy=early``) releases a positive seconds after its
+impression and the negatives only when their window closes, and a Flink operator closes
+windows as its watermark moves: in bursts (a live run: ~2000 negatives at once every 2 to
+10 s, positives trickling in between). Cut by time (``trainer.max_wait_ms``), such a stream
+gives batches of only positives and batches of only negatives; each one moves the dense
+net a full Adam step its way. Replayed from a live run's ``samples`` topic (45.9k samples,
+batches cut every 200 ms as the trainer cuts them), progressive click AUC was 0.63 and
+cumulative NE 1.50; with the negatives paced as below, 0.72 and 0.94 (the oracle on the
+same impressions: 0.74).
+
+``NegativePacer`` wraps a batch source. Samples with a label (positives, corrections) pass
+at once, so freshness is untouched. Unlabelled samples (negatives) are held and released
+with the labelled ones in the stream's own proportion (negatives per labelled sample, a
+decayed count over about ``pacing_samples`` samples), and unconditionally once held for
+``pacing_max_hold_ms`` or when more than ``pacing_max_held`` wait. Until
+``PACE_AFTER_LABELLED`` labelled samples were seen, everything passes (no proportion yet).
+
+Checkpoints: every batch out carries the positions of all input consumed, and the trainer's
+checkpoint stores the held negatives (``snapshot()``) beside them; a restart hands them to
+the next pacer (``held``), so every sample is trained once; a clean stop trains what is
+held (``drain()``) before its last checkpoint. Releasing the held negatives as
+one batch before each checkpoint instead cost 0.02 AUC on the same replay (a negative-only
+batch every 100 steps).
+
+    source = NegativePacer(KafkaSampleSource(...), trainer_cfg)
+    batch = source.next_batch(timeout_s=0.5)    # labelled rows + their share of negatives
+    state = source.snapshot()                   # into the checkpoint, beside the positions
+    rest = source.drain()                       # at a clean stop: train what is held
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from trainer.batch import Batch
+from trainer.config import TrainerConfig
+
+PACE_AFTER_LABELLED = 100
+
+
+class _Source(Protocol):
+    def next_batch(self, timeout_s: float = ...) -> Batch | None: ...
+
+    def close(self) -> None: ...
+
+
+def take(batch: Batch, rows: np.ndarray) -> Batch:
+    """The samples ``rows`` (sorted indices) of ``batch``; no positions (the caller decides)."""
+    starts, ends = batch.offsets[rows], batch.offsets[rows + 1]
+    lengths = ends - starts
+    id_rows = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths) + np.arange(lengths.sum())
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    action_rows = action_ms = None
+    if batch.action_rows is not None and batch.action_ms is not None:
+        new_index = np.full(len(batch), -1, np.int64)
+        new_index[rows] = np.arange(len(rows))
+        keep = new_index[batch.action_rows] >= 0
+        action_rows, action_ms = new_index[batch.action_rows[keep]], batch.action_ms[keep]
+    return Batch(ids=batch.ids[id_rows], fields=batch.fields[id_rows], offsets=offsets, dense=batch.dense[rows],
+                 labels=batch.labels[rows], weights=batch.weights[rows], sample_rate=batch.sample_rate[rows],
+                 flags=batch.flags[rows], event_time_ms=batch.event_time_ms[rows],
+                 request_ids=[batch.request_ids[r] for r in rows] if batch.request_ids else [],
+                 labelled=None if batch.labelled is None else batch.labelled[rows],
+                 emit_time_ms=None if batch.emit_time_ms is None else batch.emit_time_ms[rows],
+                 action_rows=action_rows, action_ms=action_ms)
+
+
+def concat(batches: list[Batch]) -> Batch:
+    """One batch of ``batches`` in order; positions, dropped ids and unknown labels are the
+    caller's (they describe consumption, not rows)."""
+    if len(batches) == 1:
+        return batches[0]
+    sizes = [len(b) for b in batches]
+    base = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    id_base = np.cumsum([0] + [int(b.offsets[-1]) for b in batches[:-1]])
+    offsets = np.concatenate([[0]] + [b.offsets[1:] + ib for b, ib in zip(batches, id_base)]).astype(np.int64)
+
+    def opt(get: Callable[[Batch], np.ndarray | None]) -> np.ndarray | None:
+        parts = [get(b) for b in batches]
+        return None if any(p is None for p in parts) else np.concatenate(parts)  # type: ignore[arg-type]
+
+    traced = all(b.action_rows is not None and b.action_ms is not None for b in batches)
+    return Batch(ids=np.concatenate([b.ids for b in batches]), fields=np.concatenate([b.fields for b in batches]),
+                 offsets=offsets, dense=np.concatenate([b.dense for b in batches]),
+                 labels=np.concatenate([b.labels for b in batches]),
+                 weights=np.concatenate([b.weights for b in batches]),
+                 sample_rate=np.concatenate([b.sample_rate for b in batches]),
+                 flags=np.concatenate([b.flags for b in batches]),
+                 event_time_ms=np.concatenate([b.event_time_ms for b in batches]),
+                 request_ids=[r for b in batches for r in b.request_ids]
+                 if all(len(b.request_ids) == len(b) for b in batches) else [],
+                 labelled=opt(lambda b: b.labelled if b.labelled is not None else b.labels.any(1)),
+                 emit_time_ms=opt(lambda b: b.emit_time_ms),
+                 action_rows=np.concatenate([b.action_rows + o for b, o in zip(batches, base)])
+                 if traced else None,
+                 action_ms=np.concatenate([b.action_ms for b in batches]) if traced else None)
+
+
+class NegativePacer:
+    """Wraps a batch source (Kafka or any ``next_batch``/``close`` source); see the module doc.
+    ``held``: a checkpoint's ``snapshot()`` (negatives consumed before it, not yet trained)."""
+
+    def __init__(self, inner: _Source, cfg: TrainerConfig, held: list[Batch] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.inner, self.clock = inner, clock
+        self.max_hold_s = cfg.pacing_max_hold_ms / 1000 if cfg.pacing else 0.0  # off: release at once
+        self.max_held = cfg.pacing_max_held
+        self.decay = 1.0 - 1.0 / cfg.pacing_samples
+        self.labelled_seen = self.unlabelled_seen = 0.0  # decayed counts
+        self.held: deque[tuple[float, Batch]] = deque()  # (held since, negatives), oldest first
+        for b in held or []:
+            self.held.append((clock(), b))
+        self.n_held = sum(len(b) for _, b in self.held)
+        self.released = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(getattr(self.inner, "exhausted", False)) and not self.held
+
+    def next_batch(self, timeout_s: float = 1.0) -> Batch | None:
+        """Labelled samples of the next input batch with their share of the held negatives,
+        or overdue negatives alone; the positions of everything consumed (an empty batch
+        when all of an input batch is held). None when no input came and nothing is due."""
+        batch = self.inner.next_batch(timeout_s=timeout_s)
+        if batch is None:
+            done = bool(getattr(self.inner, "exhausted", False))  # a finite source's end: release all
+            out = self._release(self.n_held if done else 0, [], None) if self.held else None
+            return out if out is not None and len(out) else None  # idle: nothing came, nothing due
+        labelled = batch.labelled if batch.labelled is not None else batch.labels.any(1)
+        pos_rows, neg_rows = np.flatnonzero(labelled), np.flatnonzero(~labelled)
+        n_pos, n_neg = len(pos_rows), len(neg_rows)
+        # the proportion from batches before this one (a burst must not set its own quota)
+        ratio = self.unlabelled_seen / self.labelled_seen if self.labelled_seen else 0.0
+        d = self.decay ** len(batch)
+        self.labelled_seen, self.unlabelled_seen = self.labelled_seen * d + n_pos, self.unlabelled_seen * d + n_neg
+        if self.labelled_seen < PACE_AFTER_LABELLED and not self.held:
+            return batch  # no proportion to pace by yet
+        parts = [take(batch, pos_rows)] if n_pos else []
+        if n_neg:
+            self.held.append((self.clock(), take(batch, neg_rows)))
+            self.n_held += n_neg
+        return self._release(int(round(n_pos * ratio)), parts, batch)
+
+    def drain(self) -> Batch | None:
+        """Everything held, now (the trainer trains it when it stops cleanly)."""
+        if not self.held:
+            return None
+        out = self._release(self.n_held, [], None)
+        return out if len(out) else None
+
+    def snapshot(self) -> list[Batch]:
+        """The negatives held (consumed, not trained): a checkpoint stores them with the
+        positions, and the next pacer starts with them."""
+        return [b for _, b in self.held]
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str):  # the inner source's dead_letters, positions, ...
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _release(self, quota: int, parts: list[Batch], consumed: Batch | None) -> Batch:
+        now = self.clock()
+        while self.held:
+            since, neg = self.held[0]
+            if not (quota > 0 or now - since >= self.max_hold_s or self.n_held > self.max_held):
+                break
+            n = len(neg)
+            if 0 < quota < n:  # part of it
+                self.held[0] = (since, take(neg, np.arange(quota, n)))
+                neg, n = take(neg, np.arange(quota)), quota
+            else:  # all of it (its quota, overdue, or too many held)
+                self.held.popleft()
+            parts.append(neg)
+            self.n_held -= n
+            quota -= n
+        if parts:
+            out = concat(parts)
+        else:  # everything held: positions only, in the input's shapes
+            out = take(consumed, np.zeros(0, np.int64)) if consumed is not None else _empty()
+        self.released += len(out)
+        if consumed is not None:
+            out.positions, out.unknown_labels = dict(consumed.positions), dict(consumed.unknown_labels)
+            out.dropped_ids = consumed.dropped_ids
+        return out
+
+
+def _empty() -> Batch:
+    z = np.zeros(0, np.int64)
+    return Batch(ids=z, fields=z, offsets=np.zeros(1, np.int64), dense=np.zeros((0, 0), np.float32),
+                 labels=np.zeros((0, 0), np.float32), weights=np.zeros(0, np.float32),
+                 sample_rate=np.zeros(0, np.float32), flags=np.zeros(0, np.int32), event_time_ms=z)

@@ -28,6 +28,7 @@ from typing import Literal, get_args
 
 from streamtrain.config import check
 from streamtrain.kafka_io import KafkaConfig
+from streamtrain.kafka_security import java_properties
 from streamtrain.paths import JARS_DIR
 
 log = logging.getLogger(__name__)
@@ -280,7 +281,16 @@ def kafka_source(kafka: KafkaConfig, topics: list[str], group_id: str, bounded: 
                .set_property("commit.offsets.on.checkpoint", "true"))
     if bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
-    return builder.build()
+    return _secured(builder, kafka).build()
+
+
+def _secured(builder, kafka: KafkaConfig):
+    """The TLS/SASL settings of ``kafka`` on a KafkaSource/KafkaSink builder (Java client
+    properties: ``security.protocol``, ``sasl.jaas.config``, a PEM trust store, ...)."""
+    if kafka.security_protocol != "PLAINTEXT":
+        for key, value in java_properties(kafka).items():
+            builder = builder.set_property(key, value)
+    return builder
 
 
 def kafka_sink(kafka: KafkaConfig, topic: str, exactly_once_prefix: str | None = None):
@@ -297,6 +307,7 @@ def kafka_sink(kafka: KafkaConfig, topic: str, exactly_once_prefix: str | None =
                                       .set_topic(topic)
                                       .set_value_serialization_schema(ByteArraySchema())
                                       .build()))
+    builder = _secured(builder, kafka)
     if exactly_once_prefix is None:
         return builder.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE).build()
     # the sink's default transaction timeout (1 h) exceeds the broker's maximum (15 min)

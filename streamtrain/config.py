@@ -86,11 +86,20 @@ def read_file(path: str | Path | None) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
 
 
+SECRET_WORDS = ("password", "secret", "token", "credential")
+
+
+def _shown(key: str, value: Any) -> str:
+    """``value`` as an error message shows it: masked under a key that names a secret (a
+    mistyped ``kafka.sasl_password`` must not print the password it was given)."""
+    return "'***'" if any(w in key.lower() for w in SECRET_WORDS) else repr(value)
+
+
 def _unknown_section(key: str, value: Any, source: str, known: typing.Iterable[str]) -> ConfigError:
     section = key.partition(".")[0]
     close = difflib.get_close_matches(section, list(known), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"{key}={value!r} ({source}) is invalid: unknown config section {section!r}"
+    return ConfigError(f"{key}={_shown(key, value)} ({source}) is invalid: unknown config section {section!r}"
                        f"{hint}; sections: {', '.join(sorted(known))}")
 
 
@@ -267,7 +276,7 @@ def load(
 
     def known(key: str, value: Any, source: str) -> None:
         if key not in names:
-            raise ConfigError(f"{section}.{key}={value!r} ({source}) is invalid: {section}.{key} is "
+            raise ConfigError(f"{section}.{key}={_shown(key, value)} ({source}) is invalid: {section}.{key} is "
                               f"not a setting; known: {', '.join(sorted(names))}")
 
     values: dict[str, Any] = {}

@@ -4,6 +4,9 @@ producers and consumers with the settings this system relies on.
     kafka = KafkaConfig(bootstrap="localhost:9092")
     create_topics(kafka, TopicsConfig())          # idempotent
     producer = make_producer(kafka)
+
+Every client of the system is built here (or, for Flink, from ``kafka_security.java_properties``)
+so that the TLS/SASL settings of ``[kafka]`` reach all of them (docs/deploy.md, "Secured Kafka").
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from streamtrain import kafka_security
 from streamtrain.config import check
 
 log = logging.getLogger(__name__)
@@ -26,13 +30,34 @@ class KafkaIOError(RuntimeError):
 
 @dataclass(frozen=True)
 class KafkaConfig:
+    """Where the brokers are and how to authenticate to them. The SASL password is never a
+    field: it is read when a client is built, from ``sasl_password_file`` or the environment
+    variable named by ``sasl_password_env`` (``streamtrain.kafka_security``)."""
+
     bootstrap: str = "localhost:9092"
     client_id: str = "streamtrain"
     request_timeout_ms: int = 30000
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str = "SCRAM-SHA-512"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (SASL_* only)
+    sasl_username: str = ""
+    sasl_password_file: str = ""  # a file holding the password (one trailing newline ignored)
+    sasl_password_env: str = ""  # or an environment variable holding it: STREAMTRAIN_KAFKA_PASSWORD
+    ssl_cafile: str = ""  # PEM CA bundle the brokers' certificates chain to ("" = system CAs)
+    ssl_certfile: str = ""  # client certificate (PEM), for brokers that require mutual TLS
+    ssl_keyfile: str = ""  # its private key (PEM, unencrypted PKCS#8)
+    ssl_check_hostname: bool = True
 
     def __post_init__(self) -> None:
         check(bool(self.bootstrap.strip()), "kafka.bootstrap", self.bootstrap, "host:port[,host:port]")
         check(self.request_timeout_ms > 0, "kafka.request_timeout_ms", self.request_timeout_ms, "> 0")
+        kafka_security.validate(self)
+
+    def client_settings(self) -> dict[str, Any]:
+        """kafka-python keyword arguments every client gets: bootstrap, client id, timeout and
+        the security settings (the password included: never log them)."""
+        return dict(bootstrap_servers=self.bootstrap, client_id=self.client_id,
+                    request_timeout_ms=self.request_timeout_ms,
+                    **kafka_security.python_settings(self))
 
 
 @dataclass(frozen=True)
@@ -90,18 +115,33 @@ class TopicsConfig:
         return out
 
 
-def admin_client(kafka: KafkaConfig):
-    from kafka import KafkaAdminClient
+def _connect(kafka: KafkaConfig, factory, *args, unreachable: bool = True, **settings):
+    """``factory(*args, **settings)``. A failed authentication becomes a ``KafkaIOError``
+    that names the bootstrap, the mechanism and the user; other Kafka errors become one
+    saying the broker is unreachable (``unreachable``), or pass through as they are."""
     from kafka.errors import KafkaError
 
+    failed_auth = kafka_security.preflight(kafka)
+    if failed_auth:
+        raise KafkaIOError(failed_auth)
     try:
-        return KafkaAdminClient(bootstrap_servers=kafka.bootstrap, client_id=kafka.client_id,
-                                request_timeout_ms=kafka.request_timeout_ms)
+        return factory(*args, **settings)
     except KafkaError as exc:
+        failed_auth = kafka_security.auth_failure(kafka, exc)
+        if failed_auth:
+            raise KafkaIOError(failed_auth) from None  # the chain would repeat the handshake
+        if not unreachable:
+            raise
         raise KafkaIOError(
-            f"cannot reach Kafka at {kafka.bootstrap} ({exc}); is the broker running? "
-            "(`streamtrain kafka start` for a local one)"
+            f"cannot reach Kafka at {kafka.bootstrap} (security_protocol={kafka.security_protocol}: "
+            f"{exc}); is the broker running? (`streamtrain kafka start` for a local one)"
         ) from exc
+
+
+def admin_client(kafka: KafkaConfig):
+    from kafka import KafkaAdminClient
+
+    return _connect(kafka, KafkaAdminClient, **kafka.client_settings())
 
 
 def create_topics(kafka: KafkaConfig, topics: TopicsConfig, extra: Sequence[str] = ()) -> list[str]:
@@ -140,11 +180,10 @@ def _wait_for_topics(admin, names: list[str], timeout_s: float = 30.0) -> None:
 def make_producer(kafka: KafkaConfig, **overrides):
     from kafka import KafkaProducer
 
-    settings = dict(bootstrap_servers=kafka.bootstrap, client_id=kafka.client_id,
-                    acks="all", linger_ms=5, batch_size=256 * 1024, compression_type=None,
-                    request_timeout_ms=kafka.request_timeout_ms)
+    settings = dict(kafka.client_settings(), acks="all", linger_ms=5, batch_size=256 * 1024,
+                    compression_type=None)
     settings.update(overrides)
-    return KafkaProducer(**settings)
+    return _connect(kafka, KafkaProducer, unreachable=False, **settings)
 
 
 ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
@@ -159,12 +198,11 @@ def make_consumer(kafka: KafkaConfig, *topics: str, isolation_level: str = "read
 
     check(isolation_level in ISOLATION_LEVELS, "isolation_level", isolation_level,
           " | ".join(ISOLATION_LEVELS))
-    settings = dict(bootstrap_servers=kafka.bootstrap, client_id=kafka.client_id,
-                    auto_offset_reset="earliest", enable_auto_commit=False,
+    settings = dict(kafka.client_settings(), auto_offset_reset="earliest", enable_auto_commit=False,
                     max_poll_records=2000, fetch_max_bytes=64 * 1024 * 1024,
-                    request_timeout_ms=kafka.request_timeout_ms, isolation_level=isolation_level)
+                    isolation_level=isolation_level)
     settings.update(overrides)
-    return KafkaConsumer(*topics, **settings)
+    return _connect(kafka, KafkaConsumer, *topics, unreachable=False, **settings)
 
 
 def topic_partitions(kafka: KafkaConfig, topic: str) -> list[int]:

@@ -6,6 +6,10 @@ deployment points ``kafka.bootstrap`` at its own cluster instead.
     broker.start()          # formats storage on first start, waits until it accepts clients
     ...
     broker.stop()
+
+``listener_security="SASL_SSL"`` (tests of secured clients) serves clients over TLS with
+SCRAM-SHA-256/512 and PLAIN users given to ``LocalKafka(config, users={name: password})``;
+the controller and the broker's own listener (``internal_port``) stay plaintext.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +38,11 @@ class LocalKafkaError(RuntimeError):
     """The local broker cannot be started, reached or stopped."""
 
 
+LISTENER_SECURITY = ("PLAINTEXT", "SASL_SSL")
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+PASSWORD_CHARS = r"[A-Za-z0-9!#$%&*+./:;<>?@^_{|}~-]+"  # safe in --add-scram and in a JAAS line
+
+
 @dataclass(frozen=True)
 class LocalKafkaConfig:
     port: int = 9092
@@ -42,6 +53,13 @@ class LocalKafkaConfig:
     heap: str = "512m"
     start_timeout_s: float = 90.0
     num_partitions: int = 1
+    # the broker's default for topics made without their own retention.ms (a job's output
+    # topic); -1 keeps records of any age (tests: their events are stamped years ago)
+    retention_hours: int = 168
+    listener_security: str = "PLAINTEXT"  # PLAINTEXT | SASL_SSL (clients: TLS + SCRAM/PLAIN)
+    internal_port: int = 0  # SASL_SSL: the broker's own plaintext listener (inter-broker, readiness)
+    ssl_certfile: str = ""  # SASL_SSL: the broker's certificate chain (PEM)
+    ssl_keyfile: str = ""  # SASL_SSL: its private key (PEM, unencrypted PKCS#8)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -50,10 +68,27 @@ class LocalKafkaConfig:
         check(1 <= self.controller_port <= 65535 and self.controller_port != self.port,
               "local_kafka.controller_port", self.controller_port, "a TCP port other than local_kafka.port")
         check(self.start_timeout_s > 0, "kafka.start_timeout_s", self.start_timeout_s, "> 0")
+        check(self.retention_hours >= -1 and self.retention_hours != 0, "local_kafka.retention_hours",
+              self.retention_hours, "hours > 0, or -1 (no limit)")
+        check(self.listener_security in LISTENER_SECURITY, "local_kafka.listener_security",
+              self.listener_security, " | ".join(LISTENER_SECURITY))
+        if self.listener_security == "SASL_SSL":
+            check(1 <= self.internal_port <= 65535 and self.internal_port not in (self.port, self.controller_port),
+                  "local_kafka.internal_port", self.internal_port,
+                  "a TCP port other than local_kafka.port and controller_port (with SASL_SSL)")
+            for name in ("ssl_certfile", "ssl_keyfile"):
+                check(Path(getattr(self, name)).is_file(), f"local_kafka.{name}", getattr(self, name),
+                      "an existing PEM file (required with SASL_SSL)")
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def plaintext_bootstrap(self) -> str:
+        """Where the broker answers without credentials: its own listener under SASL_SSL."""
+        port = self.internal_port if self.listener_security == "SASL_SSL" else self.port
+        return f"{self.host}:{port}"
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -73,8 +108,15 @@ def free_port() -> int:
 class LocalKafka:
     """Start, stop and query one local broker whose files live under ``config.data_dir``."""
 
-    def __init__(self, config: LocalKafkaConfig):
+    def __init__(self, config: LocalKafkaConfig, users: Mapping[str, str] | None = None):
+        """``users``: name -> password of the SASL users (SCRAM users are created when the
+        storage is formatted, i.e. on a first start; PLAIN users on every start)."""
         self.config = config
+        self._users = dict(users or {})
+        for name, password in self._users.items():
+            ok = re.fullmatch(r"[A-Za-z0-9_.-]+", name) and re.fullmatch(PASSWORD_CHARS, password)
+            check(bool(ok), "local_kafka user", name, "a name of [A-Za-z0-9_.-] and a password of printable "
+                  "ASCII without spaces, quotes, commas, brackets or backslashes")
         self.pid_file = config.data_dir / "broker.pid"
         self.log_file = config.data_dir / "broker.out"
         self.props_file = config.data_dir / "server.properties"
@@ -196,10 +238,35 @@ class LocalKafka:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
-            "log.retention.hours": "168",
+            "log.retention.ms": str(cfg.retention_hours * 3_600_000 if cfg.retention_hours >= 0 else -1),
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
+        if cfg.listener_security == "SASL_SSL":
+            props.update(self._sasl_ssl_properties())
         self.props_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        self.props_file.chmod(0o600)  # it may hold PLAIN users and the broker's key
+
+    def _sasl_ssl_properties(self) -> dict[str, str]:
+        cfg = self.config
+        pem = lambda path: Path(path).read_text().strip().replace("\n", "\\n")  # noqa: E731
+        plain_users = " ".join(f'user_{n}="{p}"' for n, p in self._users.items())
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            "listeners": f"SASL_SSL://{cfg.host}:{cfg.port},INTERNAL://{cfg.host}:{cfg.internal_port},"
+                         f"CONTROLLER://{cfg.host}:{cfg.controller_port}",
+            "advertised.listeners": f"SASL_SSL://{cfg.host}:{cfg.port},INTERNAL://{cfg.host}:{cfg.internal_port}",
+            "inter.broker.listener.name": "INTERNAL",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
+            "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": scram,
+            "listener.name.sasl_ssl.plain.sasl.jaas.config":
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+            # inline PEM: a key store file would have to hold the key and the chain together
+            "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+            "listener.name.sasl_ssl.ssl.keystore.certificate.chain": pem(cfg.ssl_certfile),
+            "listener.name.sasl_ssl.ssl.keystore.key": pem(cfg.ssl_keyfile),
+        }
 
     def _write_log4j(self) -> Path:
         path = self.config.data_dir / "log4j2.properties"
@@ -219,15 +286,24 @@ class LocalKafka:
                # `--cluster-id=<id>`: a urlsafe base64 id starts with "-" one time in 32, which
                # the tool's argument parser took for an option ("expected one argument")
                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.props_file)]
+        if self.config.listener_security == "SASL_SSL":
+            cmd += [arg for name, password in self._users.items() for mech in SCRAM_MECHANISMS
+                    for arg in ("--add-scram", f"{mech}=[name={name},password={password}]")]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
-            raise LocalKafkaError(f"formatting Kafka storage failed:\n{res.stdout}{res.stderr}")
-        log.info("formatted kafka storage cluster_id=%s dir=%s", cluster_id, self.log_dir)
+            out = f"{res.stdout}{res.stderr}"
+            for password in self._users.values():
+                out = out.replace(password, "***")
+            raise LocalKafkaError(f"formatting Kafka storage failed:\n{out}")
+        log.info("formatted kafka storage cluster_id=%s dir=%s scram_users=%s", cluster_id,
+                 self.log_dir, ",".join(self._users) or "-")
 
     def _wait_ready(self, proc: subprocess.Popen | None = None) -> None:
-        from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
+        from streamtrain.kafka_io import KafkaConfig, KafkaIOError, admin_client
+
+        probe = KafkaConfig(bootstrap=self.config.plaintext_bootstrap, request_timeout_ms=5000)
         deadline = time.monotonic() + self.config.start_timeout_s
         last = "port closed"
         while time.monotonic() < deadline:
@@ -236,16 +312,15 @@ class LocalKafka:
                     f"kafka exited with code {proc.returncode} during start; "
                     f"last lines of {self.log_file}:\n{_tail(self.log_file)}"
                 )
-            if port_open(self.config.host, self.config.port):
+            if port_open(self.config.host, int(probe.bootstrap.rsplit(":", 1)[1])):
                 try:
-                    admin = KafkaAdminClient(bootstrap_servers=self.config.bootstrap,
-                                             request_timeout_ms=5000)
+                    admin = admin_client(probe)
                     try:
                         admin.list_topics()
                         return
                     finally:
                         admin.close()
-                except KafkaError as exc:
+                except (KafkaError, KafkaIOError) as exc:
                     last = f"{type(exc).__name__}: {exc}"
             time.sleep(0.2)
         raise LocalKafkaError(

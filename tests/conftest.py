@@ -22,7 +22,8 @@ def kafka_broker(tmp_path_factory) -> KafkaConfig:
     port, controller = free_port(), free_port()
     while controller == port:
         controller = free_port()
-    broker = LocalKafka(LocalKafkaConfig(port=port, controller_port=controller,
+    # retention off: topics a job creates itself keep the tests' old event times too
+    broker = LocalKafka(LocalKafkaConfig(port=port, controller_port=controller, retention_hours=-1,
                                          data_dir=tmp_path_factory.mktemp("kafka")))
     broker.start()
     try:

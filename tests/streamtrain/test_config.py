@@ -31,6 +31,16 @@ def test_config_precedence_defaults_file_env_overrides(tmp_path):
     assert load(DemoConfig, "demo", overrides=["demo.limit=7", "demo.tags=x,y"], env={}).limit == 7
 
 
+def test_config_errors_mask_the_value_of_a_setting_named_like_a_secret():
+    from streamtrain.kafka_io import KafkaConfig
+    with pytest.raises(ConfigError, match="sasl_password is not a setting") as err:
+        load(KafkaConfig, "kafka", overrides=["kafka.sasl_password=hunter2"], env={})
+    assert "hunter2" not in str(err.value) and "'***'" in str(err.value)
+    with pytest.raises(ConfigError, match="unknown config section 'kafak'") as err:
+        load(KafkaConfig, "kafka", overrides=["kafak.sasl_password=hunter2"], env={})
+    assert "hunter2" not in str(err.value)
+
+
 def test_config_unknown_field_is_an_error_naming_it():
     with pytest.raises(ConfigError, match="demo.rat is not a setting"):
         load(DemoConfig, "demo", overrides=["demo.rat=2"], env={})

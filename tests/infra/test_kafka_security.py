@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas import Impression, codec_for
+from schemas import Impression, Sample, codec_for
 from streamtrain.kafka_io import (
     KafkaConfig,
     KafkaIOError,
@@ -180,3 +180,40 @@ def test_kafka_security_passthrough_job_reads_and_writes_the_secured_broker(secu
     assert len(read_all(kafka, topics.dead_letter, expected=gen.stats["malformed"], timeout_s=60)) \
         == gen.stats["malformed"] > 0
     assert PASSWORD not in caplog.text
+
+
+def test_kafka_security_trainer_consumes_and_publishes_on_the_secured_broker(secured, monkeypatch, caplog,
+                                                                              tmp_path, capsys):
+    """The trainer's consumer, dead-letter producer and the publisher's producers, from the
+    command line with the password only in the environment: samples in, model deltas out."""
+    import json
+
+    from schemas import SparseDelta
+    from streamtrain.cli import train as train_cli
+    from tests.helpers.trainer_models import SLOTS, train_argv
+    from trainer.synthetic import SyntheticStream
+
+    capture_all(caplog)
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    kafka = KafkaConfig(bootstrap=secured[0], security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                        sasl_username=USER, sasl_password_env=PASSWORD_ENV, ssl_cafile=str(secured[1]))
+    topics = TopicsConfig(partitions=2).suffixed(f"sec-{uuid.uuid4().hex[:6]}")
+    create_topics(kafka, topics)
+    codec = codec_for(Sample)
+    producer = make_producer(kafka)
+    try:
+        for s in SyntheticStream(num_slots=SLOTS, seed=9).take(400):
+            producer.send(topics.samples, codec.encode(s))
+        producer.flush()
+    finally:
+        producer.close()
+    sets = ["kafka.security_protocol=SASL_SSL", "kafka.sasl_mechanism=SCRAM-SHA-512", f"kafka.sasl_username={USER}",
+            f"kafka.sasl_password_env={PASSWORD_ENV}", f"kafka.ssl_cafile={secured[1]}"]
+    assert train_cli.main(train_argv(kafka, topics, tmp_path, "--max-samples", "400", "--idle-timeout", "20",
+                                     "--batch-size", "100", sets=sets)) == 0
+    out = capsys.readouterr()
+    final = json.loads(out.out.strip().splitlines()[-1])
+    assert final["samples"] == 400 and final["model_version"] >= 1
+    deltas = [codec_for(SparseDelta).decode(r.value) for r in read_all(kafka, topics.model_deltas, timeout_s=30)]
+    assert deltas and max(d.version for d in deltas) == final["model_version"]
+    assert PASSWORD not in out.out + out.err + caplog.text

@@ -1,6 +1,6 @@
 """Monolith's experiments (Liu et al., RecSys 2022), reproduced on the benchmark streams
 (``bench.peer_streams``: the generator's drifting stream and the shared logs, through the
-real join core), each figure progressive (scored before trained) and judged by
+real join core). The first two are progressive (scored before trained) and judged by
 ``bench.trainer_peers.judge``:
 
     negative_sampling  the joiner keeps negatives at rate 1, 0.3, 0.1; the trainer corrects
@@ -10,18 +10,33 @@ real join core), each figure progressive (scored before trained) and judged by
                        mod size, colliding ids share a row) at the collisionless table's
                        memory, 1/4 and 1/16 of it
 
-    .venv/bin/python -m bench.experiments [--only negative_sampling,hashed] [--generator 100000]
+The other three judge what was *served*: every impression scored at its impression time by
+a replica fed through the real delta path, in event time (``bench.experiments_common``):
+
+    sync               sparse + dense sync every 5 s, 1 min, 10 min, 1 h, or frozen after
+                       the warm-up (``bench.experiments_sync``)
+    batch              online vs a model retrained daily (3 epochs) and frozen for the next
+                       day (``bench.experiments_batch``)
+    delay              delayed conversions: fake-negative weighting vs late labels dropped
+                       vs an oracle join that waits for every label (``bench.experiments_delay``)
+
+    .venv/bin/python -m bench.experiments [--only negative_sampling,hashed,sync,batch,delay]
+        [--generator 150000] [--sync-hours 8 --sync-rate 10] [--batch-days 4 --batch-rate 1]
     streamtrain bench experiments
 
-Writes ``bench/results/experiments.json``; ``docs/experiments.md`` quotes it. The other
-experiments of issue 16 (sync interval, online vs batch, delayed feedback) are not here yet.
+The first two write ``bench/results/experiments.json`` (a rerun of one keeps the other's
+figures) and ``experiments.png``; the others ``bench/results/experiments_<name>.json`` and
+``.png``. ``docs/experiments.md`` quotes them.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +49,8 @@ from trainer.config import TableConfig
 from trainer.embedding import DynamicEmbeddingTable
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-EXPERIMENTS = ("negative_sampling", "hashed")
+LEGACY = ("negative_sampling", "hashed")  # written together to experiments.json
+EXPERIMENTS = (*LEGACY, "sync", "batch", "delay")
 
 
 class HashedEmbeddingTable(DynamicEmbeddingTable):
@@ -147,28 +163,61 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _legacy(exp: str, streams: list[str], generator: int) -> dict:
+    if exp == "negative_sampling":
+        return negative_sampling([s for s in streams if s != "taobao"], generator)
+    return hashed(streams, generator)
+
+
+def _served(exp: str, streams: list[str], args: argparse.Namespace) -> tuple[dict, Callable[[dict, Path], None]]:
+    """One of the experiments judged on served predictions (``bench.experiments_common``)."""
+    from bench import experiments_batch, experiments_delay, experiments_sync
+
+    if exp == "sync":
+        return experiments_sync.run(streams, args.sync_hours, args.sync_rate), experiments_sync.plot
+    if exp == "batch":
+        return experiments_batch.run(streams, args.batch_days, args.batch_rate), experiments_batch.plot
+    return experiments_delay.run(streams, args.sync_hours, args.sync_rate), experiments_delay.plot
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", default=",".join(EXPERIMENTS))
+    p.add_argument("--only", default=",".join(EXPERIMENTS), help=f"some of {','.join(EXPERIMENTS)}")
     p.add_argument("--streams", default="generator,talkingdata,taobao")
-    p.add_argument("--generator", type=int, default=150_000, help="generator impressions")
+    p.add_argument("--generator", type=int, default=150_000, help="generator impressions (first two)")
+    p.add_argument("--sync-hours", type=float, default=8.0, help="generator span of sync and delay (h)")
+    p.add_argument("--sync-rate", type=float, default=10.0, help="... its impressions/s of event time")
+    p.add_argument("--batch-days", type=float, default=4.0, help="generator span of batch (days)")
+    p.add_argument("--batch-rate", type=float, default=1.0, help="... its impressions/s of event time")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(1)
     streams = args.streams.split(",")
-    result: dict = {"command": "python -m bench.experiments " + " ".join(argv or []), "torch_threads": 1}
+    command = "python -m bench.experiments " + " ".join(argv or [])
+    legacy: dict = {}
     for exp in args.only.split(","):
-        print(f"== {exp}")
-        if exp == "negative_sampling":
-            result[exp] = negative_sampling([s for s in streams if s != "taobao"], args.generator)
-        elif exp == "hashed":
-            result[exp] = hashed(streams, args.generator)
-        else:
+        if exp not in EXPERIMENTS:
             raise SystemExit(f"unknown experiment {exp!r}; one of {EXPERIMENTS}")
-    print(f"wrote {write_result('experiments', result)}")
-    png = RESULTS_DIR / "experiments.png"
-    plot(result, png)
-    print(f"wrote {png}")
+        print(f"== {exp}", flush=True)
+        t0 = time.perf_counter()
+        if exp in LEGACY:
+            legacy[exp] = _legacy(exp, streams, args.generator)
+            continue
+        result, draw = _served(exp, streams, args)
+        result |= {"command": command, "torch_threads": 1, "wall_s": round(time.perf_counter() - t0)}
+        print(f"wrote {write_result(f'experiments_{exp}', result)} ({result['wall_s']} s)")
+        png = RESULTS_DIR / f"experiments_{exp}.png"
+        draw(result, png)
+        print(f"wrote {png}")
+    if legacy:  # the first two share experiments.json: keep the one not rerun
+        path = RESULTS_DIR / "experiments.json"
+        old = json.loads(path.read_text()) if path.exists() else {}
+        result = {k: old[k] for k in LEGACY if k in old and k not in legacy} | legacy
+        result |= {"command": command, "torch_threads": 1}
+        print(f"wrote {write_result('experiments', result)}")
+        png = RESULTS_DIR / "experiments.png"
+        plot(result, png)
+        print(f"wrote {png}")
 
 
 if __name__ == "__main__":

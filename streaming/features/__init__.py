@@ -7,4 +7,5 @@
     pipeline.py       FeaturePipeline: both steps over an in-memory stream (tests, bench)
     online_store.py   OnlineStore: rocksdict store of FeatureUpdates, as-of lookups
     flink_functions.py / job.py   the PyFlink job (`streamtrain features`)
+    state_cache.py    StateCache: the job functions' live states of recent keys
 """

@@ -9,6 +9,14 @@ run FeatureStep inside Flink tasks, one EntityState per key in a ValueState.
 
 Timers: an event-time timer at each pending impression's time (Flink fires it once the
 watermark reaches it) and one at ``cleanup_ms`` that drops an entity whose history aged out.
+
+State, per key: the EntityState (pickled ValueState) written every ``LOG_LIMIT`` records,
+the records taken since in a log (ListState of (watermark, kind, Avro bytes): a record
+appends ~100 bytes instead of re-pickling a ~1-2 kB history) and the time of its last
+timer (a timer releases and prunes; it writes that time only). The live objects of the
+most recently used ``cache_size`` keys stay in the function (``state_cache.StateCache``);
+a key read from Flink (after a restore, or evicted) is put together again in ``_read``:
+the EntityState, its log replayed, what the timers did since.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import ClassVar, TypeAlias
 from pyflink.common import Types
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import KeyedCoProcessFunction, KeyedProcessFunction, OutputTag, RuntimeContext
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
 from schemas import Action, DeadLetter, FeatureUpdate, Impression, codec_for
 from schemas.errors import DecodeError
@@ -32,6 +40,7 @@ from streaming.features.entity_state import EntityState
 from streaming.features.feature_step import FeatureStep, Output
 from streaming.features.metrics import FeatureMetrics
 from streaming.features.spec import Entity, FeatureSpec
+from streaming.features.state_cache import CachedState, StateCache
 from streaming.flink_env import bytes_type, dead_letter_tag
 from streaming.flink_metrics import MetricMirror
 from streaming.record_gate import RecordGate
@@ -40,6 +49,8 @@ from streamtrain.clock import now_ms
 log = logging.getLogger(__name__)
 KIND_IMPRESSION, KIND_ACTION = 0, 1
 CLEANUP_TICK_MS = 60_000
+DEFAULT_CACHE_SIZE = 100_000  # keys whose live state a function keeps (flink.state_cache_size)
+LOG_LIMIT = 16  # records a key's log takes before its whole EntityState is written again
 # FeatureStep.counters exported as Flink counters (accepted records, drops, enrichment)
 STEP_COUNTERS = ("impressions", "actions", "duplicate_impressions", "duplicate_actions",
                  "late_impressions", "enriched")
@@ -107,13 +118,23 @@ class _StepFunction:
 
     entity: ClassVar[Entity]
 
-    def __init__(self, spec: FeatureSpec):
+    def __init__(self, spec: FeatureSpec, cache_size: int = DEFAULT_CACHE_SIZE):
         self.spec = spec
+        self.cache_size = cache_size
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.step = FeatureStep(self.spec, self.entity)
+        self.cache: StateCache[EntityState] = StateCache(self.cache_size)
         self.state = runtime_context.get_state(
             ValueStateDescriptor(f"{self.entity}-features", Types.PICKLED_BYTE_ARRAY()))
+        # the records taken since the EntityState was last written: (watermark, kind, Avro
+        # bytes), replayed onto it when the key is read from Flink (_read)
+        self.log = runtime_context.get_list_state(
+            ListStateDescriptor(f"{self.entity}-log", Types.PICKLED_BYTE_ARRAY()))
+        # the time of the key's last timer: its pending records at or before it have left,
+        # whatever the (older) EntityState and log still hold (on_timer)
+        self.released = runtime_context.get_state(
+            ValueStateDescriptor(f"{self.entity}-released", Types.LONG()))
         self.imp_codec, self.act_codec = codec_for(Impression), codec_for(Action)
         self.fu_codec = codec_for(FeatureUpdate)
         self.features_tag = features_tag()
@@ -146,24 +167,90 @@ class _StepFunction:
         self.metrics.dead_letters.add(dl.reason)
         return self.dl_tag, self.dl_codec.encode(dl)
 
-    def _apply(self, rec: Impression | Action, ctx: Context) -> list[Output]:
+    def _load(self, key: int) -> CachedState[EntityState]:
+        """The key's state: the cached object, else Flink's (a new one for a new key)."""
+        entry = self.cache.get(key)
+        if entry is None:
+            entry = self._read(key)
+            if entry is None:
+                self.metrics.entities_created += 1
+                entry = self.cache.put(key, self.step.new_state())
+                entry.log_len = 0
+        return entry
+
+    def _read(self, key: int) -> CachedState[EntityState] | None:
+        """Flink's copy of the current key's state: the EntityState written last, the
+        records of its log replayed onto it as they were taken (same watermark; their
+        outputs left then), then what the key's timers did since (``released``): the
+        pending records up to the last one's time left, the history pruned to it. Timers'
+        pruning between the records is not redone in between: it changes no history that
+        the final prune keeps, and a replay's outputs are dropped."""
         state = self.state.value()
+        log = list(self.log.get() or ())
+        if state is None and not log:
+            return None
         if state is None:
             state = self.step.new_state()
-            self.metrics.entities_created += 1
+        counters = self.step.counters
+        counted = counters.copy()  # a replay is not traffic: keep the figures as they were
+        for wm, kind, raw in log:
+            if kind == KIND_IMPRESSION:
+                self.step.on_impression(state, self.imp_codec.decode(raw), wm)
+            else:
+                self.step.on_action(state, self.act_codec.decode(raw), wm)
+        counters.clear()
+        counters.update(counted)
+        self._released(state, self.released.value())
+        entry = self.cache.put(key, state)
+        entry.log_len = len(log)
+        return entry
+
+    def _released(self, state: EntityState, released: int | None) -> None:
+        """What the key's timers up to ``released`` did to it: its pending records at or
+        before it left, its history pruned to it (``FeatureStep.on_watermark``)."""
+        if released is None:
+            return
+        pending = state.pending
+        n = 0
+        while n < len(pending) and pending[n][0] <= released:
+            n += 1
+        del pending[:n]
+        state.prune(self.spec, released)
+
+    def _apply(self, rec: Impression | Action, raw: bytes, key: int, ctx: Context) -> list[Output]:
+        """One record (``raw``: its Avro bytes) into its key's state: the record goes to the
+        key's log, the whole state every ``LOG_LIMIT`` records (``_read`` puts them together)."""
+        entry = self._load(key)
+        state = entry.state
         wm = ctx.timer_service().current_watermark()
         if isinstance(rec, Impression):
+            kind = KIND_IMPRESSION
             outs = self.step.on_impression(state, rec, wm)
         else:
+            kind = KIND_ACTION
             outs = self.step.on_action(state, rec, wm)
-        self._save(state, ctx)
+        if entry.log_len is not None and entry.log_len < LOG_LIMIT:
+            self.log.add((wm, kind, raw))
+            entry.log_len += 1
+        else:
+            self.state.update(state)
+            self.log.clear()
+            entry.log_len = 0
+        self._timers(entry, ctx, grown=True)
         return self._outputs(outs)
 
     def on_timer(self, timestamp: int, ctx: TimerContext) -> Iterator[Emitted]:
         self.mirror.maybe_sync()
-        state = self.state.value()
-        if state is None:
+        key = ctx.get_current_key()
+        entry = self.cache.get(key) or self._read(key)
+        if entry is None:
             return
+        # timers of this key fire in time order: the ones at or before this have fired
+        if entry.timer_ms is not None and entry.timer_ms <= timestamp:
+            entry.timer_ms = None
+        if entry.cleanup_ms is not None and entry.cleanup_ms <= timestamp:
+            entry.cleanup_ms = None
+        state = entry.state
         # release up to the timer's time, not the whole watermark: Flink fires the timers of
         # all keys in time order, so the outputs leave in event-time order even when the
         # watermark jumps ahead (a fast replay); the rest of this key's pending impressions
@@ -171,23 +258,35 @@ class _StepFunction:
         outs = self._outputs(self.step.on_watermark(state, timestamp))
         if state.empty():
             self.state.clear()
+            self.log.clear()
+            self.released.clear()
+            self.cache.drop(key)
             self.metrics.entities_dropped += 1
         else:
-            self._save(state, ctx)
+            # a timer only releases pending records and prunes: it writes its time, not the
+            # whole state; a key read from Flink does the same again (_read)
+            self.released.update(timestamp)
+            self._timers(entry, ctx, grown=False)
         yield from self._emit(outs)
 
     def _outputs(self, outs: list[Output]) -> list[Output]:
         self.metrics.on_outputs(outs)
         return outs
 
-    def _save(self, state: EntityState, ctx: Context) -> None:
-        self.state.update(state)
-        timers = ctx.timer_service()
+    def _timers(self, entry: CachedState[EntityState], ctx: Context, grown: bool) -> None:
+        """Register a timer only where its time changed: the oldest pending record's when it
+        is earlier than the one registered, the cleanup tick when new events (``grown``)
+        moved it."""
+        state = entry.state
         at = self.step.next_timer_ms(state)
-        if at is not None:
-            timers.register_event_time_timer(at)
-        cleanup = self.step.cleanup_ms(state)
-        timers.register_event_time_timer(-(-cleanup // CLEANUP_TICK_MS) * CLEANUP_TICK_MS)
+        if at is not None and (entry.timer_ms is None or at < entry.timer_ms):
+            ctx.timer_service().register_event_time_timer(at)
+            entry.timer_ms = at
+        if grown or entry.cleanup_ms is None:
+            cleanup = -(-self.step.cleanup_ms(state) // CLEANUP_TICK_MS) * CLEANUP_TICK_MS
+            if cleanup != entry.cleanup_ms:
+                ctx.timer_service().register_event_time_timer(cleanup)
+                entry.cleanup_ms = cleanup
 
     def _emit(self, outs: list[Output]) -> Iterator[Emitted]:
         raise NotImplementedError
@@ -200,8 +299,8 @@ class UserFeatureFunction(_StepFunction, KeyedCoProcessFunction):
     entity = "user"
 
     def __init__(self, spec: FeatureSpec, impressions_topic: str, actions_topic: str,
-                 limits: ValidationLimits | None = None):
-        super().__init__(spec)
+                 limits: ValidationLimits | None = None, cache_size: int = DEFAULT_CACHE_SIZE):
+        super().__init__(spec, cache_size)
         self.topics = (impressions_topic, actions_topic)
         self.limits = limits or ValidationLimits()  # [validation]; the action types are the spec's
 
@@ -225,11 +324,12 @@ class UserFeatureFunction(_StepFunction, KeyedCoProcessFunction):
 
     def _gated(self, gate: RecordGate, value: bytes,
                ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
-        rec = gate.update(bytes(value), now_ms())
+        raw = bytes(value)
+        rec = gate.update(raw, now_ms())
         if isinstance(rec, DeadLetter):
             yield self._dead_letter(rec)
             return
-        yield from self._emit(self._apply(rec, ctx))
+        yield from self._emit(self._apply(rec, raw, rec.user_id, ctx))  # the gate checked it is user_key's
 
     def _emit(self, outs: list[Output]) -> Iterator[Emitted]:
         for o in outs:
@@ -253,7 +353,7 @@ class ItemFeatureFunction(_StepFunction, KeyedProcessFunction):
 
     def process_element(self, value: StepRecord,
                         ctx: KeyedProcessFunction.Context) -> Iterator[Emitted]:
-        kind, _, payload = value
+        kind, key, payload = value
         self.mirror.maybe_sync()
         if kind == KIND_IMPRESSION:
             self.metrics.impressions_in += 1
@@ -261,13 +361,14 @@ class ItemFeatureFunction(_StepFunction, KeyedProcessFunction):
             self.metrics.actions_in += 1
         codec = self.imp_codec if kind == KIND_IMPRESSION else self.act_codec
         try:  # written by the user step: bad bytes mean a bug upstream, never a restart loop
-            rec = codec.decode(bytes(payload))
+            raw = bytes(payload)
+            rec = codec.decode(raw)
         except DecodeError as exc:
             dl = DeadLetter(stage="features", source_topic="user-step", reason=f"undecodable: {exc}",
                             time_ms=now_ms(), raw=bytes(payload))
             yield self._dead_letter(dl)
             return
-        yield from self._emit(self._apply(rec, ctx))
+        yield from self._emit(self._apply(rec, raw, key, ctx))
 
     def _emit(self, outs: list[Output]) -> Iterator[Emitted]:
         for o in outs:

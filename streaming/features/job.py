@@ -121,11 +121,12 @@ def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsCon
     users = source(topics.impressions, "impressions").connect(source(topics.actions, "actions")) \
         .key_by(user_key, user_key, key_type=Types.LONG())
     if user_step is None:
-        user_step = UserFeatureFunction(spec, topics.impressions, topics.actions, limits)
+        user_step = UserFeatureFunction(spec, topics.impressions, topics.actions, limits,
+                                        cache_size=flink.state_cache_size)
     by_user = users.process(user_step, output_type=step_output_type()).name("dedup-user-features") \
         .uid("user-features")
     if item_step is None:
-        item_step = ItemFeatureFunction(spec)
+        item_step = ItemFeatureFunction(spec, cache_size=flink.state_cache_size)
     by_item = by_user.key_by(lambda t: t[1], key_type=Types.LONG()) \
         .process(item_step, output_type=bytes_type()).name("item-features").uid("item-features")
 

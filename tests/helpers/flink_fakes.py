@@ -1,5 +1,5 @@
 """Stand-ins for what the jobs' Python operators ask of Flink, to drive them directly (no
-MiniCluster): keyed value/map state scoped to the current key, a metrics group, a process
+MiniCluster): keyed value/list/map state scoped to the current key, a metrics group, a process
 context with a timer service, and a harness that opens an operator, feeds it and fires its
 event-time timers as the watermark moves.
 
@@ -31,6 +31,24 @@ class FakeValueState:
 
     def update(self, v) -> None:
         self._data[self._key.value] = v
+
+    def clear(self) -> None:
+        self._data.pop(self._key.value, None)
+
+
+class FakeListState:
+    def __init__(self, key: _Key) -> None:
+        self._key = key
+        self._data: dict[Any, list] = {}
+
+    def get(self) -> list:
+        return list(self._data.get(self._key.value, ()))
+
+    def add(self, v) -> None:
+        self._data.setdefault(self._key.value, []).append(v)
+
+    def update(self, values) -> None:
+        self._data[self._key.value] = list(values)
 
     def clear(self) -> None:
         self._data.pop(self._key.value, None)
@@ -114,6 +132,9 @@ class FakeRuntimeContext:
 
     def get_map_state(self, descriptor) -> FakeMapState:
         return FakeMapState(self.key)
+
+    def get_list_state(self, descriptor) -> FakeListState:
+        return FakeListState(self.key)
 
     def get_metrics_group(self) -> FakeMetricGroup:
         return self.metrics

@@ -26,7 +26,9 @@ ALL: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("serving_load", (), "docs/operations.md"),
     ("sync_freshness", (), "docs/sync.md"),
     ("sync_publish", (), "docs/sync.md"),
-    ("trainer_kafka", (), "bench/results only"),  # the last two set torch to one thread
+    ("trainer_bench", (), "bench/results only"),
+    ("trainer_vocab", (), "bench/results only"),
+    ("trainer_kafka", (), "bench/results only"),  # the last ones set torch to one thread
 )
 
 

@@ -82,6 +82,13 @@ class Codec(Generic[R]):
         for path in history:
             self.register_writer(load_schema(path))
 
+    @property
+    def own_headers(self) -> frozenset[bytes]:
+        """The 10-byte headers of messages written with this very schema (no resolution
+        needed): what a bulk decoder may read with ``self.schema`` alone
+        (trainer/columnar.py decodes a whole fetch of them at once)."""
+        return frozenset({MAGIC + self.fingerprint, MAGIC + legacy_fingerprint(self.fingerprint)})
+
     def register_writer(self, parsed: dict[str, Any]) -> None:
         """Accept data written with another version of this schema."""
         fp = schema_fingerprint(parsed)

@@ -1,6 +1,8 @@
 """The incremental trainer: Kafka ``samples`` -> collisionless embeddings + CTR model.
 
     stream.py      Kafka consumer, bulk decode into typed batches on a prefetch thread, dead letters
+    columnar.py    ColumnarReader: a whole fetch of Avro samples decoded into numpy columns
+    pacing.py      NegativePacer: an early-emit (label-sorted) stream trained in its own proportion
     source.py      ListSource: batches from an in-memory list (tests, benchmarks, replays)
     batch.py       Batch (ids + CSR offsets, dense, labels per head, weights, flags, positions)
     id_index.py    vectorised 64-bit id -> entry map (pandas Int64HashTable)

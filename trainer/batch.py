@@ -24,6 +24,7 @@ Layout of a batch of B samples holding N sparse ids in all (sample-major)::
 
     builder = BatchBuilder(ModelConfig(slots=(0, 1, 2)))
     batch = builder.build(samples)
+    batch = builder.build_columns(cols, keep)   # the same from a fetch decoded in columns
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas import Sample
+from trainer.columnar import Columns
 from trainer.config import ModelConfig
 
 # beyond these a single sample overflows float32 in the loss and its gradients (inf, then
@@ -143,3 +145,85 @@ class BatchBuilder:
             unknown_labels=unknown,
             labelled=np.fromiter((bool(s.label_types) for s in samples), dtype=bool, count=b),
         )
+
+    # -- from columns (trainer.columnar: a whole fetch decoded at once) -------------------
+    def problems(self, cols: Columns) -> np.ndarray:
+        """(n,) bool: the samples ``problem`` rejects, checked on all columns at once (ask
+        ``problem`` of those few for the reason)."""
+        slot_len, id_len = cols.arrays["slots"][0], cols.arrays["ids"][0]
+        dense_len, dense = cols.arrays["dense"]
+        bad = (slot_len != id_len) | (dense_len != self.model.dense_dim)
+        d = dense.astype(np.float64)
+        bad_value = ~(np.isfinite(d) & (np.abs(d) <= MAX_ABS_DENSE))
+        owner = np.repeat(np.arange(cols.n, dtype=np.int64), dense_len)
+        bad |= np.bincount(owner[bad_value], minlength=cols.n) > 0
+        w = cols.scalars["weight"].astype(np.float64)
+        bad |= ~(np.isfinite(w) & (w >= 0.0) & (w <= MAX_WEIGHT))
+        r = cols.scalars["sample_rate"].astype(np.float64)
+        return bad | ~((r > 0.0) & (r <= 1.0))
+
+    def build_columns(self, cols: Columns, keep: np.ndarray,
+                      positions: dict[int, int] | None = None) -> Batch:
+        """The Batch ``build`` makes of the samples ``keep`` (n,) selects, in order; they
+        passed ``problems``."""
+        id_len, id_flat = cols.arrays["ids"]
+        slot_len, slot_flat = cols.arrays["slots"]
+        dense_len, dense_flat = cols.arrays["dense"]
+        lengths = id_len[keep]
+        b, total = len(lengths), int(lengths.sum())
+        raw_ids = id_flat[np.repeat(keep, id_len)]
+        raw_slots = slot_flat[np.repeat(keep, slot_len)].astype(np.int64)
+        pos = np.searchsorted(self._slots, raw_slots).clip(0, len(self._slots) - 1)
+        kept = self._slots[pos] == raw_slots
+        sample_of = np.repeat(np.arange(b, dtype=np.int64), lengths)[kept]
+        offsets = np.zeros(b + 1, dtype=np.int64)
+        np.cumsum(np.bincount(sample_of, minlength=b), out=offsets[1:])
+        labels, unknown, action_rows, delays = self._labels_of(cols, keep)
+        event_ms = cols.scalars["event_time_ms"][keep]
+        dd = self.model.dense_dim
+        rids = cols.strings["request_id"]
+        return Batch(
+            ids=raw_ids[kept],
+            fields=self._slot_field[pos[kept]],
+            offsets=offsets,
+            dense=dense_flat[np.repeat(keep, dense_len)].astype(np.float32).reshape(b, dd),
+            labels=labels,
+            weights=cols.scalars["weight"][keep].astype(np.float32),
+            sample_rate=cols.scalars["sample_rate"][keep].astype(np.float32),
+            flags=cols.scalars["flags"][keep].astype(np.int32),
+            event_time_ms=event_ms,
+            emit_time_ms=cols.scalars["emit_time_ms"][keep],
+            action_rows=action_rows,
+            action_ms=event_ms[action_rows] + delays,
+            request_ids=[rids[i] for i in np.flatnonzero(keep).tolist()],
+            positions=dict(positions or {}),
+            dropped_ids=int(total - kept.sum()),
+            unknown_labels=unknown,
+            labelled=cols.string_arrays["label_types"][0][keep] > 0,
+        )
+
+    def _labels_of(self, cols: Columns, keep: np.ndarray
+                   ) -> tuple[np.ndarray, dict[str, int], np.ndarray, np.ndarray]:
+        """(labels (B, H), unknown label types, action_rows, their delays), as ``build``:
+        a loop over the positives only."""
+        count, types = cols.string_arrays["label_types"]
+        delay_len, delay_flat = cols.arrays["label_delays_ms"]
+        first, dfirst = np.cumsum(count) - count, np.cumsum(delay_len) - delay_len
+        row_of = np.cumsum(keep) - 1
+        labels = np.zeros((int(keep.sum()), len(self._heads)), dtype=np.float32)
+        unknown: dict[str, int] = {}
+        act_rows: list[int] = []
+        act_delays: list[np.ndarray] = []
+        for i in np.flatnonzero(keep & (count > 0)).tolist():
+            r, c = int(row_of[i]), int(count[i])
+            for t in set(types[first[i]:first[i] + c]):
+                h = self._heads.get(t)
+                if h is not None:
+                    labels[r, h] = 1.0
+                else:
+                    unknown[t] = unknown.get(t, 0) + 1
+            if delay_len[i] == c:
+                act_rows.extend([r] * c)
+                act_delays.append(delay_flat[dfirst[i]:dfirst[i] + c])
+        delays = np.concatenate(act_delays) if act_delays else np.zeros(0, dtype=np.int64)
+        return labels, unknown, np.asarray(act_rows, dtype=np.int64), delays.astype(np.int64)

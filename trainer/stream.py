@@ -4,18 +4,23 @@ The consumer is *assigned* every partition of the topic (no consumer-group rebal
 the trainer owns its input) and seeks to the positions of the checkpoint it restored, or to
 the beginning. A prefetch worker polls, decodes records in bulk into ``Batch``es of
 ``batch_size`` (or fewer after ``max_wait_ms`` without a full one) and queues up to
-``prefetch_batches`` of them, so decoding overlaps training. The worker is one thread by
-default (``prefetch="thread"``), or child processes (``prefetch="process"``: fetching and
-decoding a sample costs about as much CPU as training on it, and a thread shares the
-interpreter lock with the training loop; measured in bench/trainer_kafka.py: the training
-process's CPU per sample drops from ~82 to ~40 us, a wall-clock gain only where a core is
-free). Each process is spawned (a forked child inherited the parent's Kafka client state
-without its network threads and hung), reads its share of the partitions (``workers``,
-default 1, at most one per partition) with its own consumer and dead-letter producer, and
-hands batches over a pipe; each batch carries the positions of its worker's partitions
-only. On the 2-core dev box a second process did not help. Each batch carries the
-positions (partition -> next offset) once it is consumed, including records that went to
-the dead-letter topic, which is what a checkpoint stores.
+``prefetch_batches`` of them, so decoding overlaps training. A fetch is decoded in columns
+(``trainer.columnar``: every record at once with numpy, straight into the batch's arrays;
+~8 us of CPU per sample against ~35 us record by record with fastavro and a ``Sample`` each,
+bench/trainer_kafka.py ``decode``); a record the columnar reader cannot read exactly is
+decoded by the codec, which gives the same sample or dead letter (``columnar=False`` decodes
+everything that way). The worker is one thread by default (``prefetch="thread"``), or child
+processes (``prefetch="process"``: the training process then spends on a sample about what
+it spends fed from memory, and the worker's fetch + decode runs beside it, a wall-clock
+gain only where a core is free; each spawned process first imports torch, seconds on a
+busy machine). Each process is spawned (a forked child inherited the parent's Kafka client
+state without its network threads and hung), exits when the trainer process is gone (even
+killed with -9), reads its share of the partitions (``workers``, default 1, at most one per
+partition) with its own consumer and dead-letter producer, and hands batches over a pipe;
+each batch carries the positions of its worker's partitions only. On the 2-core dev box a
+second process did not help. Each batch carries the positions (partition -> next offset)
+once it is consumed, including records that went to the dead-letter topic, which is what a
+checkpoint stores.
 
 Bad records (undecodable bytes, or a sample the model cannot use) go to the dead-letter
 topic with the reason and a counter; they never stop the trainer. Dead letters are
@@ -45,11 +50,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from schemas import DeadLetter, Sample, codec_for
 from streamtrain.clock import now_ms
 from streamtrain.dead_letters import DeadLetterSink
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig, assign, make_consumer
 from trainer.batch import Batch, BatchBuilder
+from trainer.columnar import ColumnarReader, UnsupportedSchema
 from trainer.config import ModelConfig, TrainerConfig
 from trainer.errors import StreamError
 
@@ -59,14 +67,23 @@ PREFETCH = ("process", "thread")
 
 
 def decode_records(records: list, codec, builder: BatchBuilder, dead: DeadLetterSink,
-                   topic: str) -> Batch:
+                   topic: str, reader: ColumnarReader | None = None) -> Batch:
     """One batch of the samples in ``records`` (Kafka records of ``topic``), with the
-    positions after them; bad ones go to ``dead`` (dead letters count as consumed)."""
-    samples: list[Sample] = []
+    positions after them; bad ones go to ``dead`` (dead letters count as consumed). With a
+    ``reader`` the whole fetch is decoded in columns (trainer.columnar), the same batch and
+    dead letters as record by record at a fraction of the CPU; a fetch holding a record
+    the reader leaves to ``codec`` that is still a sample (another writer schema) is read
+    record by record."""
     positions: dict[int, int] = {}
-    now = now_ms()
     for r in records:
         positions[r.partition] = max(positions.get(r.partition, 0), r.offset + 1)
+    now = now_ms()
+    if reader is not None:
+        batch = _decode_columns(records, reader, codec, builder, dead, topic, positions, now)
+        if batch is not None:
+            return batch
+    samples: list[Sample] = []
+    for r in records:
         rec = codec.decode_or_dead_letter(r.value, stage=STAGE, topic=topic, now_ms=now,
                                           partition=r.partition, offset=r.offset)
         if not isinstance(rec, DeadLetter):
@@ -74,11 +91,50 @@ def decode_records(records: list, codec, builder: BatchBuilder, dead: DeadLetter
             if problem is None:
                 samples.append(rec)
                 continue
-            _warn_layout(rec, builder)
-            rec = DeadLetter(stage=STAGE, source_topic=topic, reason=f"invalid sample: {problem}",
-                             time_ms=now, raw=bytes(r.value), partition=r.partition, offset=r.offset)
+            rec = _invalid(rec, problem, r, builder, topic, now)
         dead.send(rec)
     return builder.build(samples, positions)
+
+
+def _invalid(sample: Sample, problem: str, r, builder: BatchBuilder, topic: str,
+             now: int) -> DeadLetter:
+    _warn_layout(sample, builder)
+    return DeadLetter(stage=STAGE, source_topic=topic, reason=f"invalid sample: {problem}",
+                      time_ms=now, raw=bytes(r.value), partition=r.partition, offset=r.offset)
+
+
+def _decode_columns(records: list, reader: ColumnarReader, codec, builder: BatchBuilder,
+                    dead: DeadLetterSink, topic: str, positions: dict[int, int],
+                    now: int) -> Batch | None:
+    """``decode_records`` in columns, or None (nothing sent) where a record the columnar
+    reader flagged still decodes to a sample. Flagged records and samples ``problems``
+    rejects are decoded one by one for the reason: the same dead letters, in order."""
+    cols = reader.read([r.value for r in records])
+    invalid = builder.problems(cols) & ~cols.bad
+    letters: list[DeadLetter] = []
+    for i in np.flatnonzero(cols.bad | invalid).tolist():
+        r = records[i]
+        rec = codec.decode_or_dead_letter(r.value, stage=STAGE, topic=topic, now_ms=now,
+                                          partition=r.partition, offset=r.offset)
+        if not isinstance(rec, DeadLetter):
+            problem = builder.problem(rec)
+            if problem is None:
+                return None
+            rec = _invalid(rec, problem, r, builder, topic, now)
+        letters.append(rec)
+    for letter in letters:
+        dead.send(letter)
+    return builder.build_columns(cols, ~(cols.bad | invalid), positions)
+
+
+def columnar_reader(codec) -> ColumnarReader | None:
+    """The columnar reader of ``codec``'s schema, or None where it has types the reader
+    does not read (then every record is decoded by ``codec``)."""
+    try:
+        return ColumnarReader(codec)
+    except UnsupportedSchema as exc:
+        log.warning("samples decoded record by record: %s", exc)
+        return None
 
 
 _LAYOUTS_WARNED: set[tuple[int, int]] = set()
@@ -129,13 +185,25 @@ def _put_until_stopped(q, item, stop) -> bool:
     return False
 
 
+class _UntilParentGone:
+    """``stop`` of a prefetch process, also set once the trainer process is gone (killed
+    with -9 it sets nothing, and the orphan would poll Kafka forever)."""
+
+    def __init__(self, stop) -> None:
+        self.stop, self.parent = stop, multiprocessing.parent_process()
+
+    def is_set(self) -> bool:
+        return self.stop.is_set() or (self.parent is not None and not self.parent.is_alive())
+
+
 def _process_worker(kafka: KafkaConfig, topic: str, dead_topic: str, model: ModelConfig,
                     cfg: TrainerConfig, start: dict[int, int] | None, parts: list[int],
-                    out, stop, worker: int = 0) -> None:
+                    out, stop, worker: int = 0, columnar: bool = True) -> None:
     """A prefetch process reading ``parts``: its own consumer and dead-letter sink; puts
     ("batch", worker, batch, records so far, dead letters so far), or ("error", message)
-    and stops."""
+    and stops; stops too when the trainer process is gone."""
     out.cancel_join_thread()  # never block the exit on batches nobody will read
+    stop = _UntilParentGone(stop)
     dead = consumer = None
     try:
         dead = DeadLetterSink(kafka, dead_topic, STAGE)
@@ -144,9 +212,10 @@ def _process_worker(kafka: KafkaConfig, topic: str, dead_topic: str, model: Mode
         mine = {p: o for p, o in (start or {}).items() if p in parts}
         assign(consumer, kafka, topic, start=mine or None, partitions=parts)
         codec, builder, seen = codec_for(Sample), BatchBuilder(model), [0]
+        reader = columnar_reader(codec) if columnar else None
 
         def put(records: list) -> bool:
-            batch = decode_records(records, codec, builder, dead, topic)
+            batch = decode_records(records, codec, builder, dead, topic, reader)
             seen[0] += len(records)
             return _put_until_stopped(out, ("batch", worker, batch, seen[0], dead.count), stop)
 
@@ -169,7 +238,7 @@ class KafkaSampleSource:
     def __init__(self, kafka: KafkaConfig, topics: TopicsConfig, model: ModelConfig,
                  cfg: TrainerConfig, start: dict[int, int] | None = None,
                  metadata_timeout_s: float = 30.0, prefetch: str = "thread",
-                 workers: int = 1) -> None:
+                 workers: int = 1, columnar: bool = True) -> None:
         from kafka.errors import KafkaError
 
         if prefetch not in PREFETCH:
@@ -180,6 +249,7 @@ class KafkaSampleSource:
         self.prefetch = prefetch
         self.builder = BatchBuilder(model)
         self.codec = codec_for(Sample)
+        self.reader = columnar_reader(self.codec) if columnar else None
         self.dead = DeadLetterSink(kafka, topics.dead_letter, STAGE)
         self.records = 0
         self._worker_counts: dict[int, tuple[int, int]] = {}  # worker -> (records, dead letters)
@@ -217,7 +287,7 @@ class KafkaSampleSource:
             self._workers = [ctx.Process(
                 target=_process_worker, name=f"sample-prefetch-{w}", daemon=True,
                 args=(kafka, self.topic, self.dead_topic, model, cfg, start, parts[w::n],
-                      self._queue, self._stop, w)) for w in range(n)]
+                      self._queue, self._stop, w, columnar)) for w in range(n)]
         for w in self._workers:
             w.start()
 
@@ -246,7 +316,8 @@ class KafkaSampleSource:
             log.exception("prefetch thread failed topic=%s", self.topic)
 
     def _decode(self, records: list) -> Batch:
-        batch = decode_records(records, self.codec, self.builder, self.dead, self.topic)
+        batch = decode_records(records, self.codec, self.builder, self.dead, self.topic,
+                               self.reader)
         self.records += len(records)
         return batch
 

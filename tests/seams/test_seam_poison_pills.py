@@ -52,7 +52,7 @@ from tests.helpers.flink_fakes import KeyedHarness
 from tests.helpers.joiner_records import act, imp
 from tests.helpers.trainer_models import small_model, small_table, small_trainer
 from trainer.batch import BatchBuilder
-from trainer.stream import KafkaSampleSource
+from trainer.stream import KafkaSampleSource, columnar_reader
 from trainer.trainer import Trainer
 
 T0 = 1_700_000_000_000
@@ -250,6 +250,7 @@ def test_seam_fuzz_trainer_sample_decoding_and_step(values):
     source = object.__new__(KafkaSampleSource)  # its decode path, without a consumer
     source.topic, source.records, source.dead = "samples", 0, _Sink()
     source.builder, source.codec = BatchBuilder(_TRAINER.model_cfg), codec_for(Sample)
+    source.reader = columnar_reader(source.codec)  # the default: a whole fetch decoded in columns
     records = [SimpleNamespace(partition=0, offset=i, value=v) for i, v in enumerate(values)]
     batch = source._decode(records)
     assert len(batch) + source.dead.count == len(values) and batch.positions == {0: len(values)}

@@ -1,10 +1,17 @@
 """Against the real broker: KafkaSampleSource's prefetch workers (spawned processes, one
 or two; or a thread, the default) serve the same samples, positions and dead letters; the
-processes resume from start positions; an unknown worker kind is refused."""
+processes resume from start positions, and exit when the trainer process is killed; an
+unknown worker kind is refused."""
 
 from __future__ import annotations
 
+import os
+import pickle
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +67,41 @@ def test_stream_prefetch_rejects_an_unknown_worker(kafka_broker, topics):
         KafkaSampleSource(kafka_broker, topics, small_model(), small_trainer(), prefetch="fiber")
     with pytest.raises(StreamError, match="workers="):
         KafkaSampleSource(kafka_broker, topics, small_model(), small_trainer(), workers=0)
+
+
+_KILLED_TRAINER = """
+import pickle, sys, time
+from tests.helpers.trainer_models import small_model, small_trainer
+from trainer.stream import KafkaSampleSource
+kafka, topics = pickle.loads(open(sys.argv[1], "rb").read())
+source = KafkaSampleSource(kafka, topics, small_model(), small_trainer(), prefetch="process")
+print(" ".join(str(w.pid) for w in source._workers), flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited (nobody reaped it yet)
+
+
+def test_stream_prefetch_process_exits_when_the_trainer_process_is_killed(kafka_broker, topics,
+                                                                           tmp_path):
+    args = tmp_path / "args.pickle"
+    args.write_bytes(pickle.dumps((kafka_broker, topics)))
+    trainer = subprocess.Popen([sys.executable, "-c", _KILLED_TRAINER, str(args)],
+                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    try:
+        pids = [int(p) for p in trainer.stdout.readline().split()]
+        assert pids and all(_running(p) for p in pids)
+        os.kill(trainer.pid, signal.SIGKILL)  # no close(), no atexit: the workers are on their own
+        trainer.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while any(_running(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_running(p) for p in pids)
+    finally:
+        trainer.kill()

@@ -2,7 +2,10 @@
 a run directory (``streamtrain up`` / ``streamtrain demo``) replayed through the trainer as
 the live trainer met it (records in arrival order, i.e. Kafka timestamp; batches cut every
 ``trainer.max_wait_ms`` or at ``trainer.batch_size``), with pacing off and on, same model,
-same seed, in the same process. Prints progressive click AUC / NE / calibration of both.
+same seed, in the same process. Prints, for both, the click AUC and calibration of the
+predictions as a replica would have served them (``ServedLike``: the model as it was 2 s
+before each impression) and the trainer's own progressive figures, which read high with
+pacing (a held negative is scored after the model trained on newer positives).
 
 It starts the run's broker on a copy of its data (the run itself is left alone).
 
@@ -20,6 +23,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +31,14 @@ import numpy as np
 import torch
 
 from bench.common import write_result
-from schemas import Sample, codec_for
+from schemas import FLAG_LATE_CORRECTION, Sample, codec_for
 from streamtrain.cli.stack import model_settings
 from streamtrain.kafka_io import KafkaConfig, read_all
 from streamtrain.local_kafka import LocalKafka, LocalKafkaConfig, free_port
 from trainer.batch import Batch, BatchBuilder
 from trainer.config import ModelConfig, TableConfig, TrainerConfig
-from trainer.pacing import NegativePacer
+from trainer.metrics import auc
+from trainer.pacing import NegativePacer, take
 from trainer.trainer import Trainer
 
 
@@ -87,17 +92,67 @@ class ArrivalSource:
         pass
 
 
+class ServedLike:
+    """Each sample scored as a replica served it: by the model as it was ``lag_ms`` before its
+    impression (snapshots every second of the stream), so no sample's score has seen a
+    sample that came later; late corrections are left out (their impression is counted
+    with the negative emitted at its window's close)."""
+
+    def __init__(self, model: ModelConfig, lag_ms: int = 2000, keep_ms: int = 60_000) -> None:
+        self.model, self.lag_ms, self.keep_ms = model, lag_ms, keep_ms
+        self.snaps: deque[tuple[float, Trainer]] = deque()
+        self.scores: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.times: list[np.ndarray] = []
+
+    def score(self, batch: Batch) -> None:
+        if not self.snaps:
+            return
+        at = np.searchsorted([t for t, _ in self.snaps], batch.event_time_ms - self.lag_ms, side="right") - 1
+        late = (batch.flags & FLAG_LATE_CORRECTION) != 0
+        for k in np.unique(at[at >= 0]):
+            rows = np.flatnonzero((at == k) & ~late)
+            if len(rows):
+                sub = take(batch, rows)
+                self.scores.append(self.snaps[k][1].predict(sub)[:, 0])
+                self.labels.append(sub.labels[:, 0])
+                self.times.append(sub.event_time_ms)
+
+    def snapshot(self, trainer: Trainer, now_ms: float) -> None:
+        if self.snaps and now_ms - self.snaps[-1][0] < 1000:
+            return
+        copy = Trainer(self.model, TableConfig(), TrainerConfig(device="cpu", bias_tracking_samples=0))
+        copy.table.restore(trainer.table.snapshot())
+        copy.model.load_state_dict(trainer.model.state_dict())
+        self.snaps.append((now_ms, copy))
+        while self.snaps[0][0] < now_ms - self.keep_ms:
+            self.snaps.popleft()
+
+    def report(self) -> dict[str, float]:
+        """Over the second half of the stream (event time): AUC and calibration."""
+        s, y, t = (np.concatenate(x) for x in (self.scores, self.labels, self.times))
+        half = t >= np.quantile(t, 0.5)
+        return {"auc": round(auc(s[half], y[half]), 4),
+                "calibration": round(float(s[half].sum() / max(y[half].sum(), 1.0)), 4), "n": int(half.sum())}
+
+
 def replay(rows: list, model: ModelConfig, pacing: bool) -> dict:
     torch.manual_seed(0)
     cfg = TrainerConfig(device="cpu", pacing=pacing)
     trainer = Trainer(model, TableConfig(), cfg)
     arrivals = ArrivalSource(rows, model, cfg)
     source = NegativePacer(arrivals, cfg, clock=lambda: arrivals.now_s) if pacing else arrivals
+    served = ServedLike(model)
     t0 = time.perf_counter()
-    trainer.run(source)
+    while (batch := source.next_batch()) is not None or not arrivals.exhausted:
+        if batch is None or not len(batch):
+            continue
+        served.score(batch)
+        trainer.train_batch(batch)
+        served.snapshot(trainer, arrivals.now_s * 1000)
     report = trainer.validator.report()
     out: dict[str, Any] = {"pacing": pacing, "samples": trainer.samples, "steps": trainer.step,
-           "seconds": round(time.perf_counter() - t0, 1)}
+                           "seconds": round(time.perf_counter() - t0, 1), "served_like_click": served.report()}
     for head in model.heads:
         out[head] = {w: {k: (None if report[head][w][k] is None else round(float(report[head][w][k]), 4))
                          for k in ("auc", "ne", "calibration")} for w in ("window", "cumulative")}
@@ -107,6 +162,7 @@ def replay(rows: list, model: ModelConfig, pacing: bool) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run-dir", default=".streamtrain/demo")
+    p.add_argument("--name", default="pacing_replay", help="bench/results/<name>.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(1)
@@ -115,19 +171,20 @@ def main(argv: list[str] | None = None) -> None:
     model = ModelConfig(slots=tuple(int(x) for x in settings["model.slots"].split(",")),
                         dense_dim=int(settings["model.dense_dim"]))
     labelled = np.array([bool(r[3].label_types) for r in rows])
-    result: dict = {"command": "python -m bench.pacing_replay --run-dir " + args.run_dir,
+    result: dict = {"command": f"python -m bench.pacing_replay --run-dir {args.run_dir} --name {args.name}",
                     "samples": len(rows), "labelled_fraction": round(float(labelled.mean()), 4), "runs": []}
     for pacing in (False, True):
         out = replay(rows, model, pacing)
         result["runs"].append(out)
-        c = out["click"]
-        print(f"pacing={'on ' if pacing else 'off'} samples={out['samples']} steps={out['steps']}  click window "
-              f"AUC {c['window']['auc']} NE {c['window']['ne']} cal {c['window']['calibration']}  cumulative "
-              f"AUC {c['cumulative']['auc']} NE {c['cumulative']['ne']} cal {c['cumulative']['calibration']}")
+        c, sv = out["click"], out["served_like_click"]
+        print(f"pacing={'on ' if pacing else 'off'} samples={out['samples']} steps={out['steps']}  click as served "
+              f"(2nd half) AUC {sv['auc']} cal {sv['calibration']}  progressive window AUC {c['window']['auc']} "
+              f"NE {c['window']['ne']} cal {c['window']['calibration']}  cumulative AUC {c['cumulative']['auc']} "
+              f"NE {c['cumulative']['ne']}")
     summary = Path(args.run_dir) / "summary.json"
     if summary.exists():  # the oracle on the same run's shown impressions, for scale
         result["run_oracle_click"] = json.loads(summary.read_text()).get("oracle", {}).get("click")
-    print(f"wrote {write_result('pacing_replay', result)}")
+    print(f"wrote {write_result(args.name, result)}")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def test_dead_letter_reasons_are_grouped_without_their_details():
 
 def _rows(n: int, auc: float, oracle_auc: float, ne: float, served: float, rnd: float) -> list[dict]:
     return [{"t": 1000.0 + 2 * i, "impressions_total": 600 * i, "samples_total": 500 * i,
-             "click_auc": auc, "oracle_click_auc": oracle_auc, "click_ne": ne,
+             "served_model_click_auc": auc, "served_oracle_click_auc": oracle_auc, "served_model_click_ne": ne,
              "trained_samples": 500 * i,
              "served_ctr": served, "random_ctr": rnd, "oracle_ctr": 0.2, "trainer_lag": 10,
              "replicas": {"serve-0": {"version": i, "up": True}}} for i in range(n)]
@@ -60,8 +60,7 @@ def test_report_checks_say_whether_the_run_worked():
               "trained_to_published_s": 0.5, "published_to_applied_s": 0.5 + i} for i in range(10)]
     good = RunReport(_rows(12, 0.75, 0.8, 0.95, 0.12, 0.08), fresh, stages, 300.0)
     checks = good.checks()
-    assert checks["trainer: progressive click AUC at least 90% of the oracle's"]
-    assert checks["trainer: progressive click NE below 1"]
+    assert checks["served model: click AUC at least 90% of the oracle's"] and checks["served model: click NE below 1"]
     assert checks["served CTR above random"] and checks["freshness traced"]
     assert checks["traffic at the target rate (within 5%)"]  # 600 per 2 s
     s = good.summary()
@@ -70,11 +69,11 @@ def test_report_checks_say_whether_the_run_worked():
     assert s["stability"]["rss"]["train"]["end_mb"] == 500.0
     json.dumps(s)  # summary.json is plain JSON
     bad = RunReport(_rows(12, 0.6, 0.8, 1.1, 0.05, 0.08), [], stages, 1000.0).checks()
-    assert not any(bad[k] for k in ("trainer: progressive click AUC at least 90% of the oracle's",
-                                    "trainer: progressive click NE below 1",
+    assert not any(bad[k] for k in ("served model: click AUC at least 90% of the oracle's",
+                                    "served model: click NE below 1",
                                     "served CTR above random", "freshness traced",
                                     "traffic at the target rate (within 5%)"))
-    assert "[NO] trainer: progressive click NE below 1" in RunReport(_rows(12, 0.6, 0.8, 1.1, 0.05, 0.08), [], stages,
+    assert "[NO] served model: click NE below 1" in RunReport(_rows(12, 0.6, 0.8, 1.1, 0.05, 0.08), [], stages,
                                                  1000.0).verdict_text()
 
 

@@ -32,7 +32,6 @@ import torch
 
 from bench.common import write_result
 from schemas import FLAG_LATE_CORRECTION, Sample, codec_for
-from streamtrain.cli.stack import model_settings
 from streamtrain.kafka_io import KafkaConfig, read_all
 from streamtrain.local_kafka import LocalKafka, LocalKafkaConfig, free_port
 from trainer.batch import Batch, BatchBuilder
@@ -136,6 +135,14 @@ class ServedLike:
                 "calibration": round(float(s[half].sum() / max(y[half].sum(), 1.0)), 4), "n": int(half.sum())}
 
 
+def run_model(run_dir: Path) -> ModelConfig:
+    """The model layout the run's trainer had (its ``--set model.*`` in ``stack.json``)."""
+    argv = json.loads((run_dir / "stack.json").read_text())["stages"]["train"]["argv"]
+    sets = dict(a.split("=", 1) for a in argv if a.startswith("model."))
+    return ModelConfig(slots=tuple(int(x) for x in sets["model.slots"].split(",")),
+                       dense_dim=int(sets["model.dense_dim"]))
+
+
 def replay(rows: list, model: ModelConfig, pacing: bool) -> dict:
     torch.manual_seed(0)
     cfg = TrainerConfig(device="cpu", pacing=pacing)
@@ -167,9 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(1)
     rows = read_samples(Path(args.run_dir))
-    settings = dict(s.split("=", 1) for s in model_settings())
-    model = ModelConfig(slots=tuple(int(x) for x in settings["model.slots"].split(",")),
-                        dense_dim=int(settings["model.dense_dim"]))
+    model = run_model(Path(args.run_dir))
     labelled = np.array([bool(r[3].label_types) for r in rows])
     result: dict = {"command": f"python -m bench.pacing_replay --run-dir {args.run_dir} --name {args.name}",
                     "samples": len(rows), "labelled_fraction": round(float(labelled.mean()), 4), "runs": []}

@@ -122,7 +122,6 @@ class NegativePacer:
         for b in held or []:
             self.held.append((clock(), b))
         self.n_held = sum(len(b) for _, b in self.held)
-        self.released = 0
 
     @property
     def exhausted(self) -> bool:
@@ -135,8 +134,7 @@ class NegativePacer:
         batch = self.inner.next_batch(timeout_s=timeout_s)
         if batch is None:
             done = bool(getattr(self.inner, "exhausted", False))  # a finite source's end: release all
-            out = self._release(self.n_held if done else 0, [], None) if self.held else None
-            return out if out is not None and len(out) else None  # idle: nothing came, nothing due
+            return self._release(self.n_held if done else 0, [], None)  # None: nothing came, nothing due
         labelled = batch.labelled if batch.labelled is not None else batch.labels.any(1)
         pos_rows, neg_rows = np.flatnonzero(labelled), np.flatnonzero(~labelled)
         n_pos, n_neg = len(pos_rows), len(neg_rows)
@@ -150,14 +148,13 @@ class NegativePacer:
         if n_neg:
             self.held.append((self.clock(), take(batch, neg_rows)))
             self.n_held += n_neg
-        return self._release(int(round(n_pos * ratio)), parts, batch)
+        out = self._release(int(round(n_pos * ratio)), parts, batch)
+        assert out is not None  # with ``consumed`` there is always a batch (its positions)
+        return out
 
     def drain(self) -> Batch | None:
         """Everything held, now (the trainer trains it when it stops cleanly)."""
-        if not self.held:
-            return None
-        out = self._release(self.n_held, [], None)
-        return out if len(out) else None
+        return self._release(self.n_held, [], None)
 
     def snapshot(self) -> list[Batch]:
         """The negatives held (consumed, not trained): a checkpoint stores them with the
@@ -167,12 +164,9 @@ class NegativePacer:
     def close(self) -> None:
         self.inner.close()
 
-    def __getattr__(self, name: str):  # the inner source's dead_letters, positions, ...
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def _release(self, quota: int, parts: list[Batch], consumed: Batch | None) -> Batch:
+    def _release(self, quota: int, parts: list[Batch], consumed: Batch | None) -> Batch | None:
+        """``parts`` plus the negatives due, with the positions of ``consumed``; None when
+        there is nothing to hand on (no rows, no input consumed)."""
         now = self.clock()
         # overdue, or too many held: the oldest first, whole input batches
         while self.held and (now - self.held[0][0] >= self.max_hold_s or self.n_held > self.max_held):
@@ -195,17 +189,12 @@ class NegativePacer:
             quota -= n
         if parts:
             out = concat(parts)
-        else:  # everything held: positions only, in the input's shapes
-            out = take(consumed, np.zeros(0, np.int64)) if consumed is not None else _empty()
-        self.released += len(out)
+        elif consumed is not None:  # everything held: positions only, in the input's shapes
+            out = take(consumed, np.zeros(0, np.int64))
+        else:
+            return None
         if consumed is not None:
             out.positions, out.unknown_labels = dict(consumed.positions), dict(consumed.unknown_labels)
             out.dropped_ids = consumed.dropped_ids
         return out
 
-
-def _empty() -> Batch:
-    z = np.zeros(0, np.int64)
-    return Batch(ids=z, fields=z, offsets=np.zeros(1, np.int64), dense=np.zeros((0, 0), np.float32),
-                 labels=np.zeros((0, 0), np.float32), weights=np.zeros(0, np.float32),
-                 sample_rate=np.zeros(0, np.float32), flags=np.zeros(0, np.int32), event_time_ms=z)

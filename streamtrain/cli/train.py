@@ -49,8 +49,9 @@ def run(kafka: KafkaConfig, topics: TopicsConfig, model: ModelConfig, table: Tab
     trainer = Trainer(model, table, cfg)
     trainer.restore_latest()
     kafka_source = KafkaSampleSource(kafka, topics, model, cfg, start=trainer.positions)
-    source: BatchSource = (NegativePacer(kafka_source, cfg, held=trainer.held_input) if cfg.pacing
-                           else kafka_source)
+    # with pacing off, a checkpoint's held negatives still go through the pacer (released at once)
+    source: BatchSource = (NegativePacer(kafka_source, cfg, held=trainer.held_input)
+                           if cfg.pacing or trainer.held_input else kafka_source)
     exporter = TrainerExporter(trainer, kafka_source)  # Prometheus, on trainer.metrics_port (0 = off)
     if cfg.metrics_port:
         exporter.start(cfg.metrics_port, cfg.metrics_host)

@@ -4,9 +4,12 @@ any sample twice or losing one (a fake source, then the real broker)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from streamtrain.cli import train as train_cli
 from tests.helpers.trainer_models import produce_samples, sample, small_model, small_table, small_trainer
 from trainer.batch import BatchBuilder
 from trainer.pacing import NegativePacer, concat, take
@@ -164,3 +167,25 @@ def test_trainer_with_pacing_restarts_from_kafka_training_every_sample_once(kafk
                on_batch=lambda b, t: after.extend(b.request_ids))
     everything = kept + after
     assert len(everything) == len(set(everything)) == len(samples)  # none twice, none skipped
+
+
+@pytest.mark.integration
+def test_train_command_with_pacing_turned_off_still_trains_a_checkpoints_held_negatives(kafka_broker, topics,
+                                                                                         tmp_path):
+    """A checkpoint taken with negatives held, resumed by ``streamtrain train`` with
+    ``trainer.pacing=false``: the held ones are trained, not dropped with the pacer."""
+    samples = label_sorted(40, negatives=20, positives=10)
+    produce_samples(kafka_broker, topics.samples, samples)
+    m = small_model()
+    cfg = small_trainer(batch_size=20, max_wait_ms=50, checkpoint_dir=str(tmp_path), checkpoint_every_batches=10,
+                        max_samples=len(samples), pacing_max_hold_ms=60_000, idle_timeout_s=5)
+    first = Trainer(m, small_table(), cfg)
+    with pytest.raises(Crash):
+        first.run(NegativePacer(KafkaSampleSource(kafka_broker, topics, m, cfg), cfg), on_batch=crash_at(32, []))
+    probe = Trainer(m, small_table(), cfg)
+    assert probe.restore_latest() and probe.held_input, "the checkpoint was taken with negatives held"
+    final = train_cli.run(kafka_broker, topics, m, small_table(), dataclasses.replace(cfg, pacing=False))
+    assert final["samples"] == len(samples)  # every sample trained: none held back, none twice (max_samples)
+    last = Trainer(m, small_table(), cfg)
+    assert last.restore_latest() and not last.held_input
+    assert sum(last.positions.values()) == len(samples)

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from bench.common import RESULTS_DIR, write_result
+from bench.experiments_common import save_figure
 from bench.peer_streams import build
 from bench.trainer_peers import configs, judge, labels_and_weights, parse_sets, run_streamtrain, steady_end
 from trainer.config import TableConfig
@@ -155,12 +156,7 @@ def plot(result: dict, path: Path) -> None:
     axes[1].set(xscale="log", xlabel="hashed table memory / collisionless", ylabel="AUC - collisionless AUC",
                 title="hashed vs collisionless")
     axes[1].axhline(0.0, color="grey", lw=0.5)
-    for ax in axes:
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, axes, path)
 
 
 def _legacy(exp: str, streams: list[str], generator: int) -> dict:

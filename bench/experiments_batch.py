@@ -21,7 +21,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.experiments_common import HOUR_MS, MODEL, Impressions, Replica, SimConfig, impressions, serve, span_stream
+from bench.experiments_common import (
+    HOUR_MS,
+    MODEL,
+    Impressions,
+    Replica,
+    SimConfig,
+    impressions,
+    run_only,
+    save_figure,
+    serve,
+    span_stream,
+)
 from bench.peer_streams import PeerStream
 from bench.trainer_peers import configs, parse_sets, summarize
 from sync.delta_builder import build_deltas
@@ -113,15 +124,8 @@ def plot(result: dict, path: Path) -> None:
             ax.plot([d["day"] for d in days], [d["oracle"][head]["auc"] for d in days], ":", label="generator truth")
         ax.set(xlabel="day", ylabel=f"served {head} AUC on the day's traffic", title=f"{stream}: online vs batch")
         ax.set_xticks([d["day"] for d in days])
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, axes[0], path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``streamtrain bench experiments_batch [args]`` = ``streamtrain bench experiments --only batch [args]``."""
-    from bench.experiments import main as run_experiments
-
-    run_experiments(["--only", "batch", *(argv or [])])
+    run_only("batch", argv)

@@ -238,3 +238,22 @@ def serve(stream: PeerStream, imps: Impressions, cfg: SimConfig, start_ms: int |
     return SimResult(preds, trainer.validator.report(), done, ticks, version,
                      round(time.perf_counter() - t0, 1), {r.name: r.syncs for r in reps})
 
+
+def save_figure(fig, axes, path, legend_size: int = 8, grid_axis: str = "both") -> None:
+    """Every experiment plot ends the same way: a legend and grid on each axis, then the
+    PNG written and the figure closed."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.legend(fontsize=legend_size)
+        ax.grid(alpha=0.3, axis=grid_axis)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run_only(name: str, argv: list[str] | None) -> None:
+    """``streamtrain bench experiments_<name> [args]`` = ``streamtrain bench experiments --only <name> [args]``."""
+    from bench.experiments import main as run_experiments
+
+    run_experiments(["--only", name, *(argv or [])])

@@ -30,7 +30,17 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.experiments_common import HOUR_MS, Impressions, SimConfig, impressions, serve, span_stream, without_late
+from bench.experiments_common import (
+    HOUR_MS,
+    Impressions,
+    SimConfig,
+    impressions,
+    run_only,
+    save_figure,
+    serve,
+    span_stream,
+    without_late,
+)
 from bench.peer_streams import PeerStream
 from bench.trainer_peers import summarize
 from schemas import FLAG_LATE_CORRECTION
@@ -134,17 +144,10 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xticks(np.arange(len(POLICIES)) + width * (len(bars) - 1) / 2,
                       [p.replace("_", "\n") for p in POLICIES], fontsize=7)
         ax.set(title=title)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3, axis="y")
     axes[0].axhline(0.0, color="grey", lw=0.8)
     axes[1].axhline(1.0, color="grey", lw=0.8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, axes, path, legend_size=7, grid_axis="y")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``streamtrain bench experiments_delay [args]`` = ``streamtrain bench experiments --only delay [args]``."""
-    from bench.experiments import main as run_experiments
-
-    run_experiments(["--only", "delay", *(argv or [])])
+    run_only("delay", argv)

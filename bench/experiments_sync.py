@@ -15,7 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.experiments_common import HOUR_MS, START_MS, SimConfig, impressions, serve, span_stream
+from bench.experiments_common import (
+    HOUR_MS,
+    START_MS,
+    SimConfig,
+    impressions,
+    run_only,
+    save_figure,
+    serve,
+    span_stream,
+)
 from bench.trainer_peers import summarize
 
 INTERVALS = (("5s", 5_000), ("1min", 60_000), ("10min", 600_000), ("1h", HOUR_MS))
@@ -95,16 +104,8 @@ def plot(result: dict, path: Path) -> None:
             axes[1].plot(np.arange(len(pts)) + gen["warmup_hours"], pts, label=n, lw=1)
         axes[1].set(xlabel="event-time hour", ylabel="served click AUC in the hour",
                     title="generator: served click AUC per hour")
-    for ax in axes:
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, axes, path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``streamtrain bench experiments_sync [args]`` = ``streamtrain bench experiments --only sync [args]``."""
-    from bench.experiments import main as run_experiments
-
-    run_experiments(["--only", "sync", *(argv or [])])
+    run_only("sync", argv)

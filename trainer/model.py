@@ -97,8 +97,8 @@ class CTRModel(nn.Module):
 
 
 # what a model_config written before a key existed meant (a dense payload, a dump or a
-# checkpoint of an older trainer): those models had no wide term
-LEGACY_MODEL_KEYS: dict[str, Any] = {"wide": False}
+# checkpoint of an older trainer): those models had no wide term and sum-pooled their fields
+LEGACY_MODEL_KEYS: dict[str, Any] = {"wide": False, "pooling": "sum"}
 
 
 def model_config_from_dict(model_config: Mapping[str, Any]) -> ModelConfig:

@@ -10,7 +10,7 @@ embedding dimension D, Dd dense features and H heads::
     lookup(ids.uniq) ─────────────▶ rows      (U, D)  one row per distinct id; zeros for an
                                                       id the table does not hold
     rows[ids.codes] ──────────────▶ per_id    (N, D)
-    pool by (batch.sample_index, batch.fields), sum
+    pool by (batch.sample_index, batch.fields), mean or sum (``ModelConfig.pooling``)
                     ──────────────▶ emb       (B, F, D)  zeros for a field without ids
     model.score(emb, batch.dense (B, Dd)) ──▶ probs (B, H)
 
@@ -63,20 +63,25 @@ def distinct_ids(batch: Batch) -> BatchIds:
 
 
 def pool(values: torch.Tensor, sample_index: np.ndarray | torch.Tensor,
-         fields: np.ndarray | torch.Tensor, batch_size: int, num_fields: int) -> torch.Tensor:
-    """Sum-pool per (sample, field): values (N, D) of the ids in a batch -> (B, F, D)."""
+         fields: np.ndarray | torch.Tensor, batch_size: int, num_fields: int, mean: bool = False) -> torch.Tensor:
+    """Sum-pool (``mean``: average) per (sample, field): values (N, D) of the ids in a batch
+    -> (B, F, D); a field without ids is zeros either way."""
     dev = values.device
     si = torch.as_tensor(sample_index, device=dev)
     fi = torch.as_tensor(fields, device=dev)
+    cell = si * num_fields + fi
     out = torch.zeros(batch_size * num_fields, values.shape[1], device=dev, dtype=values.dtype)
-    out.index_add_(0, si * num_fields + fi, values)
+    out.index_add_(0, cell, values)
+    if mean:
+        counts = torch.bincount(cell, minlength=batch_size * num_fields).clamp_(min=1)
+        out = out / counts.to(values.dtype).unsqueeze(1)
     return out.view(batch_size, num_fields, values.shape[1])
 
 
-def pool_rows(batch: Batch, ids: BatchIds, rows: torch.Tensor, num_fields: int) -> torch.Tensor:
+def pool_rows(batch: Batch, ids: BatchIds, rows: torch.Tensor, num_fields: int, mean: bool = False) -> torch.Tensor:
     """Pooled field embeddings (B, F, D) from the rows (U, D) of ``ids.uniq``."""
     per_id = rows.index_select(0, torch.from_numpy(ids.codes).to(rows.device))  # (N, D)
-    return pool(per_id, batch.sample_index, batch.fields, len(batch), num_fields)  # (B, F, D)
+    return pool(per_id, batch.sample_index, batch.fields, len(batch), num_fields, mean)  # (B, F, D)
 
 
 @torch.no_grad()
@@ -86,6 +91,6 @@ def score_batch(model: CTRModel, batch: Batch, lookup: RowLookup) -> np.ndarray:
     device = next(model.parameters()).device
     ids = distinct_ids(batch)
     rows = torch.as_tensor(lookup(ids.uniq), dtype=torch.float32, device=device)  # (U, D)
-    emb = pool_rows(batch, ids, rows, len(model.cfg.slots))  # (B, F, D)
+    emb = pool_rows(batch, ids, rows, len(model.cfg.slots), model.cfg.pooling == "mean")  # (B, F, D)
     dense = torch.from_numpy(batch.dense).to(device)  # (B, Dd)
     return model.score(emb, dense).cpu().numpy()  # (B, H)

@@ -122,7 +122,7 @@ class Trainer:
         now = int(batch.event_time_ms.max())
         rows = self.table.rows_for(ids.uniq, now_ms=now, train=True, counts=ids.counts())
         leaf = self.table.gather(rows).detach().requires_grad_(True)  # (U, D)
-        emb = pool_rows(batch, ids, leaf, len(self.model_cfg.slots))  # (B, F, D)
+        emb = pool_rows(batch, ids, leaf, len(self.model_cfg.slots), self.model_cfg.pooling == "mean")  # (B, F, D)
         logits = self.model(emb, self._dense(batch))  # (B, H), before any update: progressive
         probs = torch.sigmoid(logits.detach())
         labels = torch.from_numpy(batch.labels).to(self.device)

@@ -131,9 +131,9 @@ class RunReport:
     def checks(self) -> dict[str, bool]:
         # the served model on the impressions it ranked, beside the oracle on the same ones:
         # out of sample by construction. The trainer's progressive figures are too, but on an
-        # early-emit stream they read high: its positives are trained before the negatives of
-        # the same moment, so features that grow with time (counts in a cold start) look
-        # predictive (bench/pacing_replay.py measures it against predictions as served)
+        # early-emit stream they judge batches of one label at a time (positives one by one,
+        # negatives in bursts), so they do not say how good the served model is
+        # (bench/pacing_replay.py measures it against predictions as served)
         auc, o_auc = _last(self.rows, "served_model_click_auc"), _last(self.rows, "served_oracle_click_auc")
         ne = _last(self.rows, "served_model_click_ne")
         served, rnd = _last(self.rows, "served_ctr"), _last(self.rows, "random_ctr")
@@ -163,7 +163,7 @@ class RunReport:
             f"served model, click on what it ranked (scored at position 0): AUC {_fmt(sm['auc'])} "
             f"(oracle at the rank shown {_fmt(so['auc'])}), "
             f"NE {_fmt(sm['ne'])} (oracle {_fmt(so['ne'])}), calibration {_fmt(sm['calibration'])}",
-            f"trainer, progressive click (reads high on an early-emit stream: bench/pacing_replay.py): "
+            f"trainer, progressive click (not a fair judge on an early-emit stream: bench/pacing_replay.py): "
             f"AUC {_fmt(q['auc'])} (oracle on all shown {_fmt(o['auc'])}), "
             f"NE {_fmt(q['ne'])}, calibration {_fmt(q['calibration'])}",
             "served CTR {} vs random {} vs oracle {}".format(*(_fmt(s["served_ctr"][p], "{:.4f}")

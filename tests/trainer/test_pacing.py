@@ -47,7 +47,7 @@ def pace(samples, batch_size, cfg, clock, held=None, start=0):
 
 def test_pacer_mixes_a_label_sorted_stream_and_never_holds_a_positive():
     samples = label_sorted(40)
-    cfg = small_trainer(pacing_max_hold_ms=60_000)
+    cfg = small_trainer(pacing=True, pacing_max_hold_ms=60_000)
     clock = Clock()
     src = pace(samples, 10, cfg, clock)
     seen, fractions, seen_inputs = [], [], []
@@ -70,7 +70,7 @@ def test_pacer_mixes_a_label_sorted_stream_and_never_holds_a_positive():
 
 
 def test_pacer_releases_negatives_after_the_hold_limit_and_at_the_end():
-    cfg = small_trainer(pacing_max_hold_ms=1000)
+    cfg = small_trainer(pacing=True, pacing_max_hold_ms=1000)
     clock = Clock()
     samples = label_sorted(3, negatives=50, positives=50) + [sample(1000 + i, ids=(1, 2)) for i in range(40)]
     src = pace(samples, 50, cfg, clock)
@@ -125,7 +125,8 @@ def crash_at(step: int, log: list):
 
 def test_checkpoint_with_negatives_held_restarts_training_every_sample_once(tmp_path):
     samples = label_sorted(30, negatives=20, positives=10)
-    cfg = small_trainer(checkpoint_dir=str(tmp_path), checkpoint_every_batches=4, pacing_max_hold_ms=60_000)
+    cfg = small_trainer(pacing=True, checkpoint_dir=str(tmp_path), checkpoint_every_batches=4,
+                        pacing_max_hold_ms=60_000)
     steps: list[tuple[int, list[str]]] = []
     first = Trainer(small_model(), small_table(), cfg)
     with pytest.raises(Crash):
@@ -148,7 +149,8 @@ def test_trainer_with_pacing_restarts_from_kafka_training_every_sample_once(kafk
     samples = label_sorted(40, negatives=20, positives=10)
     produce_samples(kafka_broker, topics.samples, samples)
     m = small_model()
-    cfg = small_trainer(batch_size=20, max_wait_ms=50, checkpoint_dir=str(tmp_path), checkpoint_every_batches=10,
+    cfg = small_trainer(pacing=True, batch_size=20, max_wait_ms=50, checkpoint_dir=str(tmp_path),
+                        checkpoint_every_batches=10,
                         max_samples=len(samples), pacing_max_hold_ms=60_000)
     steps: list[tuple[int, list[str]]] = []
     first = Trainer(m, small_table(), cfg)
@@ -177,7 +179,8 @@ def test_train_command_with_pacing_turned_off_still_trains_a_checkpoints_held_ne
     samples = label_sorted(40, negatives=20, positives=10)
     produce_samples(kafka_broker, topics.samples, samples)
     m = small_model()
-    cfg = small_trainer(batch_size=20, max_wait_ms=50, checkpoint_dir=str(tmp_path), checkpoint_every_batches=10,
+    cfg = small_trainer(pacing=True, batch_size=20, max_wait_ms=50, checkpoint_dir=str(tmp_path),
+                        checkpoint_every_batches=10,
                         max_samples=len(samples), pacing_max_hold_ms=60_000, idle_timeout_s=5)
     first = Trainer(m, small_table(), cfg)
     with pytest.raises(Crash):

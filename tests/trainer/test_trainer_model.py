@@ -111,10 +111,11 @@ def test_trainer_reports_the_oracle_beside_the_model():
     assert final["click"]["oracle"]["window"]["n"] == final["click"]["window"]["n"]  # same samples
 
 
-def test_model_config_of_an_older_trainer_means_no_wide_term():
-    """A dense payload or dump written before ``wide`` existed rebuilds the model it came from."""
+def test_model_config_of_an_older_trainer_means_no_wide_term_and_sum_pooling():
+    """A dense payload or dump written before ``wide`` and ``pooling`` existed rebuilds the
+    model it came from."""
     old = small_model(wide=False).to_dict()
-    del old["wide"], old["init_rate"]
+    del old["wide"], old["init_rate"], old["pooling"]
     net = build_model(old)
-    assert net.wide is None
+    assert net.wide is None and net.cfg.pooling == "sum"
     net.load_state_dict(build_model(small_model(wide=False)).state_dict())  # the old layout loads

@@ -19,6 +19,39 @@ def test_scoring_pool_sums_rows_per_sample_and_field_and_leaves_empty_fields_zer
     assert emb.tolist() == [[[0, 0], [3, 0]], [[0, 5], [0, 0]]]
 
 
+def test_scoring_mean_pool_averages_a_fields_rows_and_leaves_single_ids_and_empty_fields_alone():
+    values = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 5.0]])  # (N=3, D=2)
+    emb = pool(values, np.array([0, 0, 1]), np.array([1, 1, 0]), batch_size=2, num_fields=2, mean=True)
+    assert emb.tolist() == [[[0, 0], [1.5, 0]], [[0, 5], [0, 0]]]
+
+
+def test_scoring_a_multi_id_field_scores_as_the_mean_of_its_rows_by_default_and_as_the_sum_when_asked():
+    """Trainer and replica share ``score_batch``: a sample whose field holds rows a and b scores
+    like one holding the single row (a + b) / 2 (mean, the default) or a + b (``pooling=sum``)."""
+    rows = {1: np.full(8, 0.2, np.float32), 2: np.full(8, 0.6, np.float32), 3: np.full(8, 0.4, np.float32),
+            4: np.full(8, 0.8, np.float32), 5: np.full(8, -0.1, np.float32)}
+    lookup = lambda ids: np.stack([rows[i] for i in ids.tolist()])  # noqa: E731
+    for pooling, combined in (("mean", 3), ("sum", 4)):
+        m = small_model(pooling=pooling)
+        net = build_model(m)
+        two = BatchBuilder(m).build([sample(0, ids=(1, 2, 5), slots=(0, 0, 1))])
+        one = BatchBuilder(m).build([sample(1, ids=(combined, 5), slots=(0, 1))])
+        np.testing.assert_allclose(score_batch(net, two, lookup), score_batch(net, one, lookup), rtol=1e-5)
+
+
+def test_scoring_training_pools_a_multi_id_field_as_serving_does():
+    """The progressive scores of a training step (before its update) are ``predict``'s, for
+    samples whose field holds several ids, under either pooling."""
+    for pooling in ("mean", "sum"):
+        m = small_model(pooling=pooling)
+        trainer = Trainer(m, small_table(), small_trainer())
+        batch = BatchBuilder(m).build([sample(i, ids=(10 + i % 3, 20 + i % 5, 30 + i % 7, 40), slots=(0, 0, 0, 1))
+                                       for i in range(64)])
+        trainer.train_batch(batch)  # rows exist now
+        before = trainer.predict(batch)
+        np.testing.assert_allclose(trainer.train_batch(batch), before, rtol=1e-5, atol=1e-7)
+
+
 def test_scoring_distinct_ids_recover_the_batch_ids():
     batch = BatchBuilder(small_model()).build([sample(0, ids=(7, 9), slots=(0, 1)),
                                                sample(1, ids=(9, 7, 9), slots=(0, 1, 2))])

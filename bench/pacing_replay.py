@@ -1,18 +1,22 @@
 """Negative pacing (``trainer.pacing``) on a real run's sample stream: the ``samples`` topic of
 a run directory (``streamtrain up`` / ``streamtrain demo``) replayed through the trainer as
 the live trainer met it (records in the order the joiner emitted them, by their
-``emit_time_ms``, the joiner's wall clock; batches cut every ``trainer.max_wait_ms`` of that
-clock or at ``trainer.batch_size``), with pacing off and on, same model, same seed, in the
-same process. Prints, for each, the click AUC, NE and calibration of the predictions as a
-replica would have served them (``ServedLike``: the model as it was ``--served-lag-ms``
-before each impression; the live demo's freshness p50 is about 7 s) and the trainer's own
-progressive figures, which are no fair judge here (with pacing a held negative is scored
-after the model trained on newer positives; without, batches of one label are scored).
+``emit_time_ms``: the joiner's watermark when it emitted the sample, which only grows in
+the order of emission; batches cut every ``trainer.max_wait_ms`` of that clock or at
+``trainer.batch_size``), with pacing off and on, same model, same seed, in the same
+process. Prints, for each, the click AUC, NE and calibration of the predictions as a
+replica would have served them (``ServedLike``: the model trained on what was emitted up
+to ``--served-lag-ms`` before each impression, on the watermark's clock, which trails the
+wall clock by the inputs' out-of-orderness bound and the pipeline's delay) and the
+trainer's own progressive figures, which are no fair judge here (with pacing a held
+negative is scored after the model trained on newer positives; without, batches of one
+label are scored).
 
 The Kafka timestamps of ``samples`` are event times (the label's, or the window's end), up
-to 9 s ahead of when the joiner actually emitted the record: replayed by them, the trainer
-would see every sample seconds early, and pacing looked like a gain (0.665 -> 0.679) that
-the emit order does not show (0.666 -> 0.645 at 8 s).
+to 9 s ahead of the joiner's watermark when it emitted the record, and not in emission
+order: replayed by them, the trainer would see samples seconds early, positives ahead of
+the negatives they came with, and pacing looked like a gain (0.665 -> 0.679) that the
+emission order does not show (0.663 -> 0.651 at 8 s).
 
 It starts the run's broker on a copy of its data (the run itself is left alone).
 

@@ -5,7 +5,8 @@ real join core). The first two are progressive (scored before trained) and judge
 
     negative_sampling  the joiner keeps negatives at rate 1, 0.3, 0.1; the trainer corrects
                        with the logit offset (``trainer.neg_sampling=logit``, the default) or
-                       not at all (``none``); calibration on the un-sampled stream
+                       not at all (``none``); calibration on the un-sampled stream (the
+                       primary head at the top of each entry, every head under ``heads``)
     hashed             collisionless embeddings vs a fixed-size hashed table (row = hash(id)
                        mod size, colliding ids share a row) at the collisionless table's
                        memory, 1/4 and 1/16 of it
@@ -99,9 +100,10 @@ def negative_sampling(streams: list[str], generator: int) -> dict:
                 model, table, cfg = configs(stream, sets)
                 y, ev, _ = labels_and_weights(stream, cfg)
                 p, info = run_streamtrain(stream, model, table, cfg)
-                key = f"{name}/rate={rate}/{mode}"
-                out[key] = _row(f"{name} r={rate} {mode}", info | judge(p[:, 0], y[:, 0], ev[:, 0], steady_end(stream)))
-                out[key] |= {"head": stream.heads[0], "samples": len(stream.samples)}
+                key, end = f"{name}/rate={rate}/{mode}", steady_end(stream)
+                out[key] = _row(f"{name} r={rate} {mode}", info | judge(p[:, 0], y[:, 0], ev[:, 0], end))
+                out[key] |= {"head": stream.heads[0], "samples": len(stream.samples),
+                             "heads": {h: judge(p[:, k], y[:, k], ev[:, k], end) for k, h in enumerate(stream.heads)}}
                 if rate == 1.0:
                     break  # nothing to correct
     return out

@@ -122,14 +122,24 @@ class BaseRateTracker:
     batch has been scored (progressively) and its labels are known, the decayed sums of the
     weighted labels Y and predictions P of the last ~``horizon`` samples give the shift
     log((Y + a) / (P + a)) (``a`` = one pseudo-positive, so a head without positives yet moves
-    gently), halved and clipped to +-1, that the bias takes; P is rescaled by exp(shift), the
-    shift's effect on small probabilities, so a correction is not applied twice. In the first
-    ``horizon`` samples the trainer passes the batch re-scored after its training step, so
-    the shift accounts for what the step itself did to the mean. The gain
-    fades as horizon / samples once past the first ``horizon`` samples (tracking early; a
-    constant gain made the bias jitter with every rare positive and cost AUC). It uses
-    only labels already scored, so progressive validation stays honest; Adam trains the
-    bias as before, the tracker corrects what it has not caught up with (a new stream's
+    gently) that the bias takes; P is rescaled by exp(shift), the shift's effect on small
+    probabilities, so a correction is not applied twice. In the first ``horizon`` samples the
+    trainer passes the batch re-scored after its training step (``probs_now``), so P holds
+    what the step itself did to the mean, and the bias takes the whole log ratio less its
+    noise, one standard error of log(Y + a) (1 / sqrt(Y + a)), toward zero, bounded by
+    ``RESCORED_MAX_STEP``: the first steps move every head at once (a row's first row-wise
+    Adagrad step is ~lr whatever its gradient, and component 0 of every field feeds every
+    head through the wide term: +2 logits on all three generator heads after the first
+    batch, driven by the common click head), and a rare head under a prior already too high
+    then needs ~-3 in one batch; a halved shift clipped to 1 left the generator's conversion
+    head at 28x its rate in the second batch. Shrinking by the noise instead of halving
+    keeps a head with a handful of positives from chasing them (the full ratio cost
+    TalkingData AUC). From the scores before the step the shift is halved and clipped to
+    +-``MAX_STEP`` (it cannot see the step's effect and would overshoot), and past the first
+    ``horizon`` samples its gain fades as horizon / samples (a constant gain made the bias
+    jitter with every rare positive and cost AUC).
+    It uses only labels already scored, so progressive validation stays honest; Adam trains
+    the bias as before, the tracker corrects what it has not caught up with (a new stream's
     rare base rate, the dense net drifting).
 
     >>> t = BaseRateTracker(1, horizon=1000)
@@ -139,6 +149,7 @@ class BaseRateTracker:
     """
 
     GAIN, MAX_STEP, PSEUDO = 0.5, 1.0, 1.0
+    RESCORED_MAX_STEP = 4.0  # a bound for a pathological batch; the shifts measured early reach ~3
 
     def __init__(self, heads: int, horizon: int) -> None:
         self.horizon = horizon
@@ -160,9 +171,14 @@ class BaseRateTracker:
         self.seen += len(probs)
         now = probs if probs_now is None else probs_now
         self.sums = self.sums * decay + np.stack([(weights * labels).sum(0), (weights * now).sum(0)])
-        gain = self.GAIN * min(1.0, self.horizon / self.seen)  # early: full gain, then fading
-        shift = np.clip(gain * np.log((self.sums[0] + self.PSEUDO) / (self.sums[1] + self.PSEUDO)),
-                        -self.MAX_STEP, self.MAX_STEP)
+        ratio = np.log((self.sums[0] + self.PSEUDO) / (self.sums[1] + self.PSEUDO))
+        if probs_now is not None:  # P holds the step's effect: the ratio beyond its noise, in full
+            noise = 1.0 / np.sqrt(self.sums[0] + self.PSEUDO)  # standard error of log(Y + a)
+            shift = np.clip(np.sign(ratio) * np.maximum(np.abs(ratio) - noise, 0.0),
+                            -self.RESCORED_MAX_STEP, self.RESCORED_MAX_STEP)
+        else:  # half of it, fading past the first horizon samples
+            gain = self.GAIN * min(1.0, self.horizon / self.seen)
+            shift = np.clip(gain * ratio, -self.MAX_STEP, self.MAX_STEP)
         self.sums[1] *= np.exp(shift)
         return shift
 

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pacing", default="off,on", help="off | on | off,on")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
                    help="a trainer field for the replayed trainer, e.g. max_wait_ms=1000, or an "
-                        "embedding.* or model.* one (a number or a word), e.g. model.pooling=sum")
+                        "embedding.* or model.* one (a number, a word, or model.slots), e.g. model.pooling=sum")
     p.add_argument("--dense-every-ms", type=int, default=0,
                    help="the served dense weights change only this often (the stack's sync.dense_interval_s); "
                         "0 = with every snapshot")
@@ -216,8 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     types = {f.name: f.type for f in dataclasses.fields(TrainerConfig)}
     types |= {f"embedding.{f.name}": f.type for f in dataclasses.fields(TableConfig)}
     types |= {f"model.{f.name}": f.type for f in dataclasses.fields(ModelConfig) if f.type in ("int", "float", "str")}
-    sets = {k: {"int": int, "float": float, "bool": lambda v: v in ("1", "true")}.get(str(types[k]), str)(v)
-            for k, _, v in (s.partition("=") for s in args.sets)}
+    types["model.slots"] = "slots"  # e.g. model.slots=0,1,2,3,4,5,6,7: the run's without the last-N slot
+    parse = {"int": int, "float": float, "bool": lambda v: v in ("1", "true"),
+             "slots": lambda v: tuple(int(x) for x in v.split(","))}
+    sets = {k: parse.get(str(types[k]), str)(v) for k, _, v in (s.partition("=") for s in args.sets)}
     rows = read_samples(Path(args.run_dir))
     model = run_model(Path(args.run_dir))
     labelled = np.array([bool(r[3].label_types) for r in rows])

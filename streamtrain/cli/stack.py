@@ -70,6 +70,11 @@ class UpConfig:
     # them (bench/pacing_replay.py on a demo's samples: served click AUC 0.679 -> 0.688, NE
     # 1.02 -> 0.95 against the trainer's default 200 ms)
     trainer_max_wait_ms: int = 1000
+    # whether the model takes the feature job's last-N items (slot features.last_n_slot; the
+    # job attaches them and the replicas fill them either way): in a 3-minute cold start their
+    # rows are too new to carry the users' tastes, and on three demo runs replayed without
+    # the slot the served click AUC was 0.006-0.010 higher (bench/results/pacing_replay_last_n.json)
+    model_last_n: bool = False
     restarts: int = 3  # a stage that dies is restarted at most this many times (then `up` stops)
     view: View = "auto"  # live (terminal), log (a status line every 10 s), off; auto: live on a tty
     trainer_device: str = "auto"
@@ -119,12 +124,12 @@ class Stage:
     exits: list[int] = field(default_factory=list)
 
 
-def model_settings() -> list[str]:
-    """The model's input layout behind the feature job: the generator's slots plus the last-N
-    slot, its dense values plus the realtime ones (what the feature job emits)."""
+def model_settings(last_n: bool = True) -> list[str]:
+    """The model's input layout behind the feature job: the generator's slots (plus the last-N
+    slot with ``last_n``), its dense values plus the realtime ones (what the feature job emits)."""
     spec = FeatureSpec()
-    return ["model.slots=" + ",".join(map(str, [*range(len(SLOTS)), spec.last_n_slot])),
-            f"model.dense_dim={len(DENSE) + spec.dense_width()}"]
+    slots = [*range(len(SLOTS)), *([spec.last_n_slot] if last_n else [])]
+    return ["model.slots=" + ",".join(map(str, slots)), f"model.dense_dim={len(DENSE) + spec.dense_width()}"]
 
 
 class Stack:
@@ -171,7 +176,8 @@ class Stack:
                             *sets(f"trainer.metrics_port={p.trainer}", f"sync.dump_dir={run / 'dumps'}",
                                   f"sync.sparse_interval_s={cfg.sparse_interval_s}",
                                   f"sync.dense_interval_s={cfg.dense_interval_s}",
-                                  f"trainer.max_wait_ms={cfg.trainer_max_wait_ms}", *model_settings())],
+                                  f"trainer.max_wait_ms={cfg.trainer_max_wait_ms}",
+                                  *model_settings(cfg.model_last_n))],
                   f"http://127.0.0.1:{p.trainer}/metrics"),
         ]
         for i, port in enumerate(p.serve):

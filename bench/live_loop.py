@@ -38,7 +38,7 @@ import torch
 
 from bench.common import write_result
 from bench.live_world import START_MS
-from bench.pacing_replay import normalized_entropy
+from bench.trainer_peers import summarize
 from schemas import Action, Sample
 from schemas.contracts import ACTION_TYPES
 from streaming.joiner import JoinCore, JoinerConfig
@@ -47,7 +47,6 @@ from traffic.policy import random_k, top_k
 from traffic.world import LiveWorld
 from trainer.batch import BatchBuilder
 from trainer.config import ModelConfig, TableConfig, TrainerConfig
-from trainer.metrics import auc
 from trainer.trainer import Trainer
 
 CLICK, LIKE, CONVERSION = ACTION_TYPES
@@ -140,9 +139,8 @@ def run(impressions: int, policy: str, window_ms: int, seed: int, ooo_ms: int, p
     y = rows[:, 2]
     out: dict[str, Any] = {"policy": policy, "window_ms": window_ms, "seed": seed, "trained": trainer.samples}
     for who, col in (("model", 0), ("oracle", 1)):
-        p = rows[:, col]
-        out[who] = {"auc": round(auc(p, y), 4), "ne": round(normalized_entropy(p, y), 4),
-                    "calibration": round(float(p.sum() / max(y.sum(), 1.0)), 4)}
+        judged = summarize(rows[:, col], y, np.ones(len(y)))
+        out[who] = {k: judged[k] for k in ("auc", "ne", "calibration")}
     out["auc_ratio"] = round(out["model"]["auc"] / out["oracle"]["auc"], 4)
     out["impression_to_trained_s"] = {k: round(float(np.median(v)) / 1000, 2) if v else None
                                       for k, v in to_trained.items()}

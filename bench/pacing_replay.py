@@ -44,12 +44,12 @@ import numpy as np
 import torch
 
 from bench.common import write_result
+from bench.trainer_peers import summarize
 from schemas import FLAG_LATE_CORRECTION, Sample, codec_for
 from streamtrain.kafka_io import KafkaConfig, read_all
 from streamtrain.local_kafka import LocalKafka, LocalKafkaConfig, free_port
 from trainer.batch import Batch, BatchBuilder
 from trainer.config import ModelConfig, TableConfig, TrainerConfig
-from trainer.metrics import auc
 from trainer.pacing import NegativePacer, take
 from trainer.trainer import Trainer
 
@@ -145,19 +145,11 @@ class ServedLike:
             self.snaps.popleft()
 
     def report(self) -> dict[str, float]:
-        """Over the second half of the stream (event time): AUC and calibration."""
+        """Over the second half of the stream (event time): AUC, NE and calibration."""
         s, y, t = (np.concatenate(x) for x in (self.scores, self.labels, self.times))
         half = t >= np.quantile(t, 0.5)
-        return {"auc": round(auc(s[half], y[half]), 4), "ne": round(normalized_entropy(s[half], y[half]), 4),
-                "calibration": round(float(s[half].sum() / max(y[half].sum(), 1.0)), 4), "n": int(half.sum())}
-
-
-def normalized_entropy(p: np.ndarray, y: np.ndarray) -> float:
-    """Log loss over the log loss of the constant base rate (below 1: better than the base rate)."""
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    base = float(np.clip(y.mean(), 1e-7, 1 - 1e-7))
-    loss = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
-    return float(loss / -(base * np.log(base) + (1 - base) * np.log(1 - base)))
+        out = summarize(s[half], y[half], np.ones(int(half.sum())))
+        return {k: out[k] for k in ("auc", "ne", "calibration", "n")}
 
 
 def run_model(run_dir: Path) -> ModelConfig:

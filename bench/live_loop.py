@@ -28,7 +28,6 @@ import argparse
 import dataclasses
 import heapq
 import logging
-import math
 import tempfile
 import time
 from typing import Any
@@ -42,7 +41,7 @@ from bench.trainer_peers import summarize
 from schemas import Action, Sample
 from schemas.contracts import ACTION_TYPES
 from streaming.joiner import JoinCore, JoinerConfig
-from traffic.live import LiveTrafficConfig
+from traffic.live import LiveTrafficConfig, action_delay_ms
 from traffic.policy import random_k, top_k
 from traffic.world import LiveWorld
 from trainer.batch import BatchBuilder
@@ -50,11 +49,6 @@ from trainer.config import ModelConfig, TableConfig, TrainerConfig
 from trainer.trainer import Trainer
 
 CLICK, LIKE, CONVERSION = ACTION_TYPES
-
-
-def _delay(rng: np.random.Generator, median_s: float, cfg: LiveTrafficConfig) -> int:
-    d = int(rng.lognormal(math.log(median_s * 1000), cfg.delay_sigma))
-    return min(max(1, d), int(cfg.max_delay_s * 1000))
 
 
 def run(impressions: int, policy: str, window_ms: int, seed: int, ooo_ms: int, pipeline_ms: int,
@@ -123,12 +117,12 @@ def run(impressions: int, policy: str, window_ms: int, seed: int, ooo_ms: int, p
                 if scores is not None:
                     served.append((float(scores[c]), p, clicked))
                 if clicked:
-                    click_ms = now + _delay(rng, cfg.click_delay_median_s, cfg)
+                    click_ms = now + action_delay_ms(rng, cfg.click_delay_median_s, cfg)
                     todo = [(CLICK, click_ms)]
                     if rng.random() < cfg.like_given_click:
-                        todo.append((LIKE, click_ms + _delay(rng, cfg.like_delay_median_s, cfg)))
+                        todo.append((LIKE, click_ms + action_delay_ms(rng, cfg.like_delay_median_s, cfg)))
                     if rng.random() < cfg.conversion_given_click:
-                        todo.append((CONVERSION, click_ms + _delay(rng, cfg.conversion_delay_median_s, cfg)))
+                        todo.append((CONVERSION, click_ms + action_delay_ms(rng, cfg.conversion_delay_median_s, cfg)))
                     for kind, at in todo:
                         seq += 1
                         heapq.heappush(actions, (at, seq, Action(rid, u + 1, item + 1, kind, at)))

@@ -122,6 +122,13 @@ class LiveTrafficConfig:
                              conversion_given_click=self.conversion_given_click)
 
 
+def action_delay_ms(rng: np.random.Generator, median_s: float, cfg: LiveTrafficConfig) -> int:
+    """A simulated user's delay before an action: lognormal around ``median_s`` with
+    ``cfg.delay_sigma``, at least 1 ms and at most ``cfg.max_delay_s``."""
+    delay = int(rng.lognormal(math.log(median_s * 1000), cfg.delay_sigma))
+    return min(max(1, delay), int(cfg.max_delay_s * 1000))
+
+
 class Sink(Protocol):
     """Where records go: ``topic`` is the role (``impressions`` | ``actions``)."""
 
@@ -280,9 +287,7 @@ class LiveTraffic:
         return bool(clicked)
 
     def _delay(self, median_s: float) -> int:
-        cfg = self.cfg
-        delay = int(self.rng.lognormal(math.log(median_s * 1000), cfg.delay_sigma))
-        return min(max(1, delay), int(cfg.max_delay_s * 1000))
+        return action_delay_ms(self.rng, median_s, self.cfg)
 
     # -- pending records ------------------------------------------------------------------
     def _push(self, due_ms: int, pending: Pending) -> None:

@@ -28,13 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas import DeadLetter, Impression, Sample, codec_for
-from streaming.features.spec import FeatureSpec
 from streamtrain import flags
+from streamtrain.cli.stack import model_settings
 from streamtrain.config import ConfigError, check
 from streamtrain.kafka_io import KafkaConfig, KafkaIOError, TopicsConfig, create_topics, read_all
 from streamtrain.local_kafka import LocalKafka, LocalKafkaConfig, LocalKafkaError, free_port
 from streamtrain.paths import REPO_ROOT, STATE_DIR
-from traffic.generator import DENSE, SLOTS
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +100,6 @@ class Demo:
 
     def pipeline(self) -> None:
         cfg, out = self.cfg, self.out
-        spec = FeatureSpec()
         self.step("generate traffic", "generate", "--stats", str(out / "generated.json"),
                   "--set", f"generator.duration_s={cfg.duration_s}",
                   "--set", f"generator.impressions_per_s={cfg.impressions_per_s}",
@@ -120,8 +118,7 @@ class Demo:
                   "--plot", str(out / "auc.png"), "--set", f"sync.dump_dir={out / 'dumps'}",
                   # the generator's 8 slots and 3 dense values, plus what the feature job adds:
                   # last-N acted items in slot last_n_slot, the realtime values appended to dense
-                  "--set", f"model.slots={','.join(map(str, [*range(len(SLOTS)), spec.last_n_slot]))}",
-                  "--set", f"model.dense_dim={len(DENSE) + spec.dense_width()}")
+                  *(a for kv in model_settings(last_n=True) for a in ("--set", kv)))
         self.serve_and_check()
         if cfg.freshness_s > 0:
             self.step("live freshness: a trainer pushing every 2 s to a replica (action -> served)",

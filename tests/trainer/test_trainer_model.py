@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.trainer_models import SLOTS, small_model, small_table, small_trainer
+from tests.helpers.trainer_models import SLOTS, sample, small_model, small_table, small_trainer
 from trainer.batch import BatchBuilder
 from trainer.model import build_model
 from trainer.scoring import score_batch
@@ -109,6 +109,31 @@ def test_trainer_reports_the_oracle_beside_the_model():
     oracle = final["click"]["oracle"]["cumulative"]
     assert oracle["auc"] > final["click"]["cumulative"]["auc"] and oracle["ne"] < 1.0
     assert final["click"]["oracle"]["window"]["n"] == final["click"]["window"]["n"]  # same samples
+
+
+def test_replica_built_from_the_shipped_model_config_pools_a_multi_id_field_as_the_trainer():
+    """The seam of ``model.pooling``: a replica rebuilds the network from the JSON model
+    config the publisher ships, and a field holding several ids (the last-N items) scores
+    as the trainer scores it."""
+    m = small_model()  # pooling: the default, mean
+    trainer = Trainer(m, small_table(), small_trainer())
+    samples = [sample(i, ids=(10 + i % 3, 20 + i % 5, 30 + i % 7, 40 + i % 2), slots=(0, 0, 0, 1),
+                      labels=("click",) if i % 4 == 0 else ()) for i in range(512)]
+    trainer.run(ListSource(samples, m, 128))
+    cfg = json.loads(json.dumps(trainer.model_config()))
+    assert cfg["pooling"] == "mean"
+    replica = build_model(cfg)
+    replica.load_state_dict(trainer.dense_state_dict())
+    store = {}
+    for upd in trainer.full_dump():
+        store.update(zip(upd.ids.tolist(), upd.values))
+    batch = BatchBuilder(m).build(samples[:64])
+    lookup = lambda ids: np.stack([store[i] for i in ids.tolist()])  # noqa: E731 - every id was trained
+    got = score_batch(replica, batch, lookup)
+    np.testing.assert_allclose(got, trainer.predict(batch), rtol=1e-5, atol=1e-7)
+    summed = build_model(cfg | {"pooling": "sum"})  # what a replica without the key would build
+    summed.load_state_dict(trainer.dense_state_dict())
+    assert not np.allclose(score_batch(summed, batch, lookup), got)
 
 
 def test_model_config_of_an_older_trainer_means_no_wide_term_and_sum_pooling():

@@ -122,7 +122,8 @@ def store_latency(updates: list, n_lookups: int = 20_000) -> dict:
             "get_as_of_p50_us": pct(lat_asof, 50), "get_as_of_p99_us": pct(lat_asof, 99)}
 
 
-def flink_run(kafka, base: TopicsConfig, n_in: int, name: str, bare: bool) -> dict:
+def flink_run(kafka, base: TopicsConfig, n_in: int, name: str, bare: bool,
+              parallelism: int = 1) -> dict:
     """One bounded run of the feature job (or its bare twin) over ``base``'s inputs into
     output topics of its own; events/s from first input read to last output written."""
     outs = {role: f"{getattr(base, role)}.{name}" for role in OUTPUT_ROLES}
@@ -133,7 +134,8 @@ def flink_run(kafka, base: TopicsConfig, n_in: int, name: str, bare: bool) -> di
                                                    "features"]
     cmd = [*start, "--bounded", "--set", f"kafka.bootstrap={kafka.bootstrap}",
            "--set", "flink.checkpoint_interval_ms=0", "--set", "features_job.start=earliest",
-           "--set", f"features_job.group_id=fb-{name}"]
+           "--set", f"features_job.group_id=fb-{name}",
+           "--set", f"flink.parallelism={parallelism}"]
     for role in topics.NAME_FIELDS:
         cmd += ["--set", f"topics.{role}={getattr(topics, role)}"]
     t0 = time.monotonic()
@@ -142,17 +144,19 @@ def flink_run(kafka, base: TopicsConfig, n_in: int, name: str, bare: bool) -> di
     if res.returncode != 0:
         raise RuntimeError(f"{name} failed: {res.stderr[-2000:]}")
     span, counts = input_to_output_s(kafka, list(outs.values()))
-    r = {"job": "bare" if bare else "features", "input_events": n_in,
+    r = {"job": "bare" if bare else "features", "parallelism": parallelism, "input_events": n_in,
          "outputs": {role: counts[t] for role, t in outs.items()}, "active_s": round(span, 2),
          "events_per_s": round(n_in / span), "wall_s_with_startup": round(wall, 1)}
-    print(f"{name}: {r['events_per_s']:,} events/s per slot ({n_in:,} events, {r['active_s']}s "
+    print(f"{name}: {r['events_per_s']:,} events/s ({n_in:,} events, {r['active_s']}s "
           f"first input -> last output, {r['wall_s_with_startup']}s with start-up)", flush=True)
     return r
 
 
-def flink_runs(impressions: int, users: int, items: int, long_days: float) -> dict:
+def flink_runs(impressions: int, users: int, items: int, long_days: float,
+               parallelism: int = 2) -> dict:
     """The feature job against its bare twin (same sources, keying, sinks) in the same run,
-    on an hour of event time and on ``long_days`` (same impression count)."""
+    on an hour of event time and on ``long_days`` (same impression count); the hour span
+    also at ``parallelism`` (whole-job figures; 1 = skip)."""
     out: dict = {"impressions": impressions, "users": users, "items": items,
                  "long_days": long_days, "runs": [],
                  "timing": "first input read (earliest output: a start marker written out) "
@@ -171,7 +175,19 @@ def flink_runs(impressions: int, users: int, items: int, long_days: float) -> di
             for bare in (True, False):
                 name = f"{span}-{'bare' if bare else 'features'}"
                 out["runs"].append(flink_run(kafka, base, n_in, name, bare) | {"span": span})
-    rate = {(r["span"], r["job"]): r["events_per_s"] for r in out["runs"]}
+            if span == "hour" and parallelism > 1:
+                for bare in (True, False):
+                    name = f"{span}-{'bare' if bare else 'features'}-p{parallelism}"
+                    out["runs"].append(flink_run(kafka, base, n_in, name, bare, parallelism)
+                                       | {"span": span})
+    rate = {(r["span"], r["job"]): r["events_per_s"] for r in out["runs"] if r["parallelism"] == 1}
+    if parallelism > 1:
+        par = {r["job"]: r["events_per_s"] for r in out["runs"] if r["parallelism"] > 1}
+        out["parallelism_scaling"] = {
+            "parallelism": parallelism,
+            "features": round(par["features"] / rate["hour", "features"], 3),
+            "bare": round(par["bare"] / rate["hour", "bare"], 3),
+            "features_over_bare": round(par["features"] / par["bare"], 3)}
     out["features_over_bare"] = round(rate["hour", "features"] / rate["hour", "bare"], 3)
     if "long" in spans:
         out["features_over_bare_long"] = round(rate["long", "features"] / rate["long", "bare"], 3)
@@ -209,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flink-items", type=int, default=1_000)
     p.add_argument("--long-days", type=float, default=180.0,
                    help="event-time span of the long-span Flink scenario (0 = skip it)")
+    p.add_argument("--parallelism", type=int, default=2,
+                   help="also run the Flink jobs on the hour span at this parallelism (1 = skip)")
     p.add_argument("--skip-sql", action="store_true")
     p.add_argument("--tag", default="", help="suffix of the result file name")
     p.add_argument("--skip-flink", action="store_true")
@@ -223,11 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     print("online store:", result["online_store"], flush=True)
     if not args.skip_flink:
         result["flink_job"] = flink_runs(args.flink_impressions, args.flink_users,
-                                         args.flink_items, args.long_days)
+                                         args.flink_items, args.long_days, args.parallelism)
         fj = result["flink_job"]
         print(f"flink job (parallelism 1 = one slot): features / bare = "
               f"{fj['features_over_bare']}; long / hour span: "
-              f"{fj.get('features_long_over_hour')}", flush=True)
+              f"{fj.get('features_long_over_hour')}; parallelism scaling: "
+              f"{fj.get('parallelism_scaling')}", flush=True)
     if not args.skip_flink and not args.skip_sql:
         try:
             result["flink_sql_over_window"] = flink_sql_over_window(1_000_000)

@@ -4,7 +4,8 @@ keyed co-process function that forwards bytes, Kafka sink: bench/bare_operators.
 same run, on two event-time spans of the same event count (an hour, and ``--long-days``),
 plus the join latency from action to sample written (policy ``early``, live paced traffic).
 
-Throughput: every job reads the same backlog (parallelism 1 = one slot); events/s = input
+Throughput: every job reads the same backlog (parallelism 1 = one slot; the hour span is
+also run at ``--parallelism``, both jobs, figures for the whole job); events/s = input
 events / (first input read -> last output written). The first input read is the broker
 append time of the earliest output: an undecodable marker heads every input partition
 (``bench.common.mark_start``) and is written out as soon as it is read (dead-lettered by
@@ -67,8 +68,8 @@ def _cmd(kafka, topics, work: Path, args, *extra: str, bare: bool = False) -> li
     return cmd
 
 
-def throughput(kafka, topics, work, args, n_in: int, bare: bool) -> dict:
-    extra = ["--bounded", "joiner.window_ms=10000"]
+def throughput(kafka, topics, work, args, n_in: int, bare: bool, parallelism: int = 1) -> dict:
+    extra = ["--bounded", "joiner.window_ms=10000", f"flink.parallelism={parallelism}"]
     t0 = time.monotonic()
     res = subprocess.run(_cmd(kafka, topics, work, args, *extra, bare=bare), cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=900)
@@ -76,7 +77,7 @@ def throughput(kafka, topics, work, args, n_in: int, bare: bool) -> dict:
     if res.returncode != 0:
         raise SystemExit(res.stderr[-3000:])
     span, counts = input_to_output_s(kafka, [topics.samples, topics.dead_letter])
-    return {"job": "bare" if bare else "joiner", "input_events": n_in,
+    return {"job": "bare" if bare else "joiner", "parallelism": parallelism, "input_events": n_in,
             "output_records": counts[topics.samples], "dead_letters": counts[topics.dead_letter],
             "active_s": round(span, 2), "events_per_s": round(n_in / span),
             "wall_s_with_startup": round(wall, 1)}
@@ -132,14 +133,14 @@ def backlog(kafka, span: str, n_impressions: int, long_days: float) -> tuple[Top
 
 
 def run_job(kafka, base: TopicsConfig, work: Path, args, n_in: int, span: str,
-            bare: bool) -> dict:
-    name = f"{span}-{'bare' if bare else 'join'}"
+            bare: bool, parallelism: int = 1) -> dict:
+    name = f"{span}-{'bare' if bare else 'join'}" + (f"-p{parallelism}" if parallelism > 1 else "")
     topics = replace(base, samples=f"{base.samples}.{name}",
                      dead_letter=f"{base.dead_letter}.{name}")
     create_topics(kafka, topics)
     log_append_time(kafka, [topics.samples, topics.dead_letter])
-    r = throughput(kafka, topics, work / name, args, n_in, bare) | {"span": span}
-    print(f"{r['job']} ({span} span): {r['events_per_s']:,} events/s per slot "
+    r = throughput(kafka, topics, work / name, args, n_in, bare, parallelism) | {"span": span}
+    print(f"{r['job']} ({span} span, parallelism {parallelism}): {r['events_per_s']:,} events/s "
           f"({n_in:,} events, {r['output_records']:,} out, {r['active_s']}s first input -> "
           f"last output, {r['wall_s_with_startup']}s with start-up)", flush=True)
     return r
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", type=int, default=1000)
     p.add_argument("--long-days", type=float, default=180.0,
                    help="event-time span of the long-span scenario (0 = skip it)")
+    p.add_argument("--parallelism", type=int, default=2,
+                   help="also run both jobs on the hour span at this parallelism (1 = skip)")
     p.add_argument("--latency-seconds", type=float, default=30)
     p.add_argument("--latency-rate", type=float, default=300)
     p.add_argument("--bootstrap", default=None)
@@ -168,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
             base, n_in = backlog(kafka, span, args.impressions, args.long_days)
             for bare in (True, False):
                 runs.append(run_job(kafka, base, work, args, n_in, span, bare))
-        rate = {(r["span"], r["job"]): r["events_per_s"] for r in runs}
+            if span == "hour" and args.parallelism > 1:
+                for bare in (True, False):
+                    runs.append(run_job(kafka, base, work, args, n_in, span, bare,
+                                        args.parallelism))
+        rate = {(r["span"], r["job"]): r["events_per_s"] for r in runs if r["parallelism"] == 1}
         result: dict = {"mode": args.mode, "bundle_size": args.bundle, "parallelism": 1,
                         "settings": args.settings, "impressions": args.impressions,
                         "long_days": args.long_days, "throughput": runs,
@@ -183,6 +190,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"joiner / bare ({args.long_days:g}-day span) = {result['joiner_over_bare_long']:.2f}; "
                   f"long / hour span: joiner {result['joiner_long_over_hour']:.2f}, "
                   f"bare {result['bare_long_over_hour']:.2f}")
+        if args.parallelism > 1:
+            par = {r["job"]: r["events_per_s"] for r in runs if r["parallelism"] > 1}
+            result["parallelism_scaling"] = {
+                "parallelism": args.parallelism,
+                "joiner": round(par["joiner"] / rate["hour", "joiner"], 3),
+                "bare": round(par["bare"] / rate["hour", "bare"], 3),
+                "joiner_over_bare": round(par["joiner"] / par["bare"], 3)}
+            ps = result["parallelism_scaling"]
+            print(f"parallelism {args.parallelism} / 1 (hour span, whole job): joiner "
+                  f"{ps['joiner']:.2f}, bare {ps['bare']:.2f}")
         if not args.skip_latency:
             live = fresh_topics(kafka, "joinerlat")
             log_append_time(kafka, [live.samples])

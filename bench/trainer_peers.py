@@ -2,11 +2,13 @@
 streamtrain's trainer (``Trainer.train_batch``, the step the pipeline runs, default config
 except the stream's slots/heads), Vowpal Wabbit (logistic loss, plain and with all
 quadratic namespace interactions ``-q ::``), River's logistic regression with a tuned
-optimizer, and on the generator's stream the generator's own true probabilities (the
-oracle). Every peer is scored before it learns each sample (progressive validation) and
-judged by the same function on the same (label, weight) pairs: AUC, logloss, normalized
-entropy (NE), calibration, samples/s, plus NE of the first reported window, calibration
-after warm-up and AUC after 100k samples.
+optimizer, the base rate (every head predicts the running rate of the samples before it,
+the Krichevsky-Trofimov estimate (positives + 1/2) / (samples + 1): a learner that learns
+nothing else; always run, it costs nothing), and on the generator's stream the generator's
+own true probabilities (the oracle). Every peer is scored before it learns each sample
+(progressive validation) and judged by the same function on the same (label, weight)
+pairs: AUC, logloss, normalized entropy (NE), calibration, samples/s, plus NE of the first
+reported window, calibration after warm-up and AUC after 100k samples.
 
     .venv/bin/python -m bench.trainer_peers [--streams talkingdata,taobao,generator]
         [--generator 150000] [--peers streamtrain,vw,vw_q,river] [--tag NAME]
@@ -106,6 +108,16 @@ def steady_end(stream: PeerStream) -> int:
 
 
 # -- peers ----------------------------------------------------------------------------------
+def run_base_rate(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(N, H) predictions: per head, the Krichevsky-Trofimov estimate (sum(w y) + 1/2) /
+    (sum(w) + 1) over the samples before each one, weighted as the other peers learn (``w``:
+    the training weights). Its NE sits above 1 by the cost of learning the rate, ~0.5 ln(n)
+    / (n H) over n samples of entropy H (minimum description length)."""
+    y, w = np.asarray(y, np.float64), np.asarray(w, np.float64)
+    pos, n = np.cumsum(w * y, axis=0) - w * y, np.cumsum(w, axis=0) - w  # sums before each sample
+    return (pos + 0.5) / (n + 1.0)
+
+
 def run_streamtrain(stream: PeerStream, model: ModelConfig, table: TableConfig, cfg: TrainerConfig,
                     embedding: EmbeddingTable | None = None) -> tuple:
     trainer = Trainer(model, table, cfg, embedding=embedding)
@@ -212,6 +224,12 @@ def compare(stream: PeerStream, peers: list[str], sets: dict[str, dict], vw_lr: 
     oracle = stream.oracle_probs()
     if oracle is not None:
         out["oracle"] = {h: judge(oracle[:, k], y[:, k], ev_w[:, k], end) for k, h in enumerate(stream.heads)}
+    p = run_base_rate(y, tr_w)
+    heads = {h: judge(p[:, k], y[:, k], ev_w[:, k], end) for k, h in enumerate(stream.heads)}
+    out["base_rate"] = {"heads": heads} | heads[stream.heads[primary]]
+    for h, r in heads.items():
+        print(f"{stream.name:12s} {'base_rate':12s} {h:10s} AUC={r['auc']}  NE={r['ne']}  "
+              f"NE_first={r['ne_first_window']}  calib={r['calibration']}", flush=True)
     for peer in peers:
         if peer == "streamtrain":
             p, info = run_streamtrain(stream, model, table, cfg)

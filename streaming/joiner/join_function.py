@@ -99,6 +99,7 @@ class JoinFunction(KeyedCoProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.cores: dict[int, JoinCore] = {}
+        self._timer_at: dict[int, int] = {}  # bucket -> earliest timer this instance registered
         self.kv = None
         self.subtask, _ = subtask_of(runtime_context)
         cfg = self.cfg
@@ -160,10 +161,11 @@ class JoinFunction(KeyedCoProcessFunction):
             return
         self._check_time(ctx, rec.event_time_ms, self.impressions_topic)
         self.clock.on_impression(rec.event_time_ms)
-        core = self._core(ctx.get_current_key())
+        bucket = ctx.get_current_key()
+        core = self._core(bucket)
         now = ctx.timer_service().current_watermark()
         yield from self._emit(core.on_impression(rec, now, raw=bytes(value)))
-        self._schedule(core, ctx, now)
+        self._schedule(bucket, core, ctx, now)
 
     def process_element2(self, value: bytes,
                          ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
@@ -173,18 +175,22 @@ class JoinFunction(KeyedCoProcessFunction):
             yield self._dead_letter(rec)
             return
         self._check_time(ctx, rec.event_time_ms, self.actions_topic)
-        core = self._core(ctx.get_current_key())
+        bucket = ctx.get_current_key()
+        core = self._core(bucket)
         now = ctx.timer_service().current_watermark()
         yield from self._emit(core.on_action(rec, now, impressions_ms=self.clock.at(now)))
-        self._schedule(core, ctx, now)
+        self._schedule(bucket, core, ctx, now)
 
     def on_timer(self, timestamp: int,
                  ctx: KeyedCoProcessFunction.OnTimerContext) -> Iterator[Emitted]:
         self.mirror.maybe_sync()
-        core = self._core(ctx.get_current_key())
+        bucket = ctx.get_current_key()
+        if self._timer_at.get(bucket) == timestamp:
+            del self._timer_at[bucket]  # fired (a later one, left from before, fires too)
+        core = self._core(bucket)
         now = max(timestamp, ctx.timer_service().current_watermark())
         yield from self._emit(core.advance(now, impressions_ms=self.clock.at(now)))
-        self._schedule(core, ctx, now)
+        self._schedule(bucket, core, ctx, now)
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -227,14 +233,26 @@ class JoinFunction(KeyedCoProcessFunction):
         self.dead_letters.add(dl.reason)
         return self.dl_tag, self.dl_codec.encode(dl)
 
-    def _schedule(self, core: JoinCore, ctx: KeyedCoProcessFunction.Context, now: int) -> None:
+    def _schedule(self, bucket: int, core: JoinCore, ctx: KeyedCoProcessFunction.Context,
+                  now: int) -> None:
+        """An event-time timer at the bucket's next deadline (rounded up to the tick),
+        unless one at or before it is registered already: that one fires first and
+        schedules again (a call into the JVM saved on most records, whose push leaves the
+        bucket's first deadline where it was). A timer pending here is after ``now``, the
+        watermark: Flink fires every timer at or below a watermark before the records that
+        follow it. After a restore the map is empty and Flink's restored timers are
+        registered again, which Flink keeps once per time and key."""
         deadline = core.next_deadline()
         if deadline is None or now >= END_OF_TIME:
             return  # nothing waits, or the input ended (everything closed)
         tick = self.timer_tick_ms
         at = -(-max(deadline, now + 1) // tick) * tick
+        pending = self._timer_at.get(bucket)
+        if pending is not None and pending <= at:
+            return
         if at < END_OF_TIME:  # a Java long holds no later timer; the final watermark is this
             ctx.timer_service().register_event_time_timer(at)
+            self._timer_at[bucket] = at
 
     def _emit(self, outputs: Iterable[Output]) -> Iterator[Emitted]:
         for out in outputs:

@@ -21,6 +21,7 @@ SKIP = {"cli", "common", "__main__"}
 ALL: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("joiner_core", (), "docs/joiner.md"),
     ("joiner_job", (), "docs/joiner.md"),
+    ("joiner_cluster", ("--repeat", "2"), "docs/joiner.md, docs/deploy.md"),
     ("joiner_span", (), "docs/joiner.md"),
     ("features_bench", (), "docs/features.md"),
     ("serving_load", (), "docs/operations.md"),

@@ -1,6 +1,6 @@
 """A Flink session cluster from PyFlink's bundled distribution, and job submission to it.
 
-    streamtrain flink start|stop|status       JobManager + TaskManager on this machine
+    streamtrain flink start|stop|status       JobManager + TaskManager(s) on this machine
     streamtrain flink jobmanager|taskmanager  one of them in the foreground (a container's command)
     streamtrain flink jobs                    the cluster's jobs (name, id, state)
     streamtrain flink stop-job join --savepoint-dir D   stop a job with a savepoint (prints its path)
@@ -12,7 +12,9 @@ same Python as the jobs: no version to keep in step. ``[flink_cluster]`` says wh
 live (``dir``: ``conf/config.yaml``, ``log/``, pids, ``checkpoints/``, ``savepoints/``), its
 ports and sizes; ``start`` writes the conf, starts what is not running yet (so after a
 TaskManager died, ``start`` brings up a new one and the jobs recover from their checkpoints)
-and waits until the REST API answers with a registered TaskManager.
+and waits until the REST API answers with ``taskmanagers`` registered TaskManagers (each its
+own JVM: in thread mode the Python operators of one TaskManager share one interpreter and its
+GIL, so Python jobs scale on one machine with more TaskManagers, not with more slots).
 
 ``submit`` runs ``flink run -d -py <job module> -pyexec <python> -j <connector jar>
 [-s <savepoint>] -- --no-jar <job flags>``; the job gets the same ``--config`` / ``--set``
@@ -66,9 +68,17 @@ class FlinkClusterConfig:
     slots, jobmanager_memory, taskmanager_memory: the usual Flink sizes.
     python: the interpreter of the jobs' Python workers and of the submitting client.
     settings: more Flink settings, ``key=value`` each (``heartbeat.timeout=10000``).
-    metrics_port: Flink's Prometheus reporter on the JobManager and the TaskManager (the
-        jobs' metrics are the TaskManager's): "0" = off; a range such as "9260-9261" (each
-        process takes the first free port, the JobManager starts first) or a port.
+    metrics_port: Flink's Prometheus reporter on the JobManager and the TaskManager(s) (the
+        jobs' metrics are the TaskManagers'): "0" = off; a range such as "9260-9261" (each
+        process takes the first free port, the JobManager starts first) or a port; with
+        ``taskmanagers`` > 1 it must hold a port for each process (1 + taskmanagers).
+    taskmanagers: how many TaskManagers ``start`` runs on this machine, each its own JVM
+        with ``slots`` slots and ``taskmanager_memory`` (so taskmanagers x slots slots in
+        all). In thread mode (``flink.execution_mode``) the Python operators of all jobs in
+        one TaskManager share one CPython interpreter and its GIL: to run a Python job at
+        parallelism N on one machine, take ``taskmanagers=N, slots=1``. Their other ports
+        (RPC, data) are picked free by Flink; pids in ``<dir>/taskmanager.pid`` (one a line),
+        logs ``log/flink-*-taskexecutor-<i>-*.log`` and ``log/taskmanager[-<i>].out``.
     """
 
     dir: str = ""
@@ -84,6 +94,7 @@ class FlinkClusterConfig:
     settings: tuple[str, ...] = ()
     start_timeout_s: float = 120.0
     metrics_port: str = "0"
+    taskmanagers: int = 1
 
     def __post_init__(self) -> None:
         for name in ("rest_port", "rpc_port"):
@@ -97,6 +108,11 @@ class FlinkClusterConfig:
         check(self.start_timeout_s > 0, "flink_cluster.start_timeout_s", self.start_timeout_s, "> 0")
         check(valid_port_spec(self.metrics_port), "flink_cluster.metrics_port", self.metrics_port,
               '"0" (off), a port, a range "9260-9261" or a list (ports 1..65535)')
+        check(self.taskmanagers >= 1, "flink_cluster.taskmanagers", self.taskmanagers, ">= 1")
+        if self.taskmanagers > 1 and self.metrics_port != "0":
+            check(_port_count(self.metrics_port) >= 1 + self.taskmanagers, "flink_cluster.metrics_port",
+                  self.metrics_port, f"a port for the JobManager and each of the {self.taskmanagers} "
+                  f"TaskManagers (e.g. a range of {1 + self.taskmanagers} ports), or \"0\"")
 
     @property
     def home(self) -> Path:
@@ -109,6 +125,19 @@ class FlinkClusterConfig:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.rest_port}"
+
+
+def _port_count(spec: str) -> int:
+    """How many ports a valid reporter port setting names.
+
+    >>> [_port_count(s) for s in ("9260", "9260-9262", "9260-9262,9270", "9260-9261,9261")]
+    [1, 3, 4, 2]
+    """
+    ports: set[int] = set()
+    for part in str(spec).split(","):
+        lo, _, hi = part.strip().partition("-")
+        ports.update(range(int(lo), int(hi or lo) + 1))
+    return len(ports)
 
 
 def flink_home() -> Path:
@@ -127,7 +156,8 @@ def _bundled_java_opts() -> str:
 
 
 class FlinkCluster:
-    """One JobManager and one TaskManager whose files live under ``config.home``."""
+    """One JobManager and ``config.taskmanagers`` TaskManagers whose files live under
+    ``config.home``."""
 
     def __init__(self, config: FlinkClusterConfig):
         self.config = config
@@ -206,70 +236,87 @@ class FlinkCluster:
 
     # --- processes ---------------------------------------------------------------------------
     def pid_file(self, role: str) -> Path:
+        """``<dir>/<role>.pid``: the role's pids, one a line (several TaskManagers)."""
         return self.home / f"{role}.pid"
 
-    def pid(self, role: str) -> int | None:
-        """The role's JVM, if it runs (a pid whose command line is still a Flink one)."""
+    def pids(self, role: str) -> list[int]:
+        """The role's running JVMs, in the order they were started (pids of the pid file
+        whose command line is still a Flink one)."""
         try:
-            pid = int(self.pid_file(role).read_text())
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            listed = [int(line) for line in self.pid_file(role).read_text().split()]
         except (FileNotFoundError, ValueError):
-            return None
-        if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
-            return None
-        # empty while the launcher execs the JVM; another program once the pid is reused
-        return pid if not cmdline or b"flink" in cmdline else None
+            return []
+        return [pid for pid in listed if _flink_process(pid)]
+
+    def pid(self, role: str) -> int | None:
+        """The role's (first) JVM, if it runs."""
+        pids = self.pids(role)
+        return pids[0] if pids else None
 
     def command(self, role: str) -> list[str]:
         return ["bash", str(flink_home() / "bin" / ROLES[role]), "start-foreground"]
 
     def spawn(self, role: str) -> int:
-        """Start the role in the background (its own session, output in log/<role>.out)."""
+        """Start the role in the background (its own session, output in log/<role>.out, or
+        log/taskmanager-<i>.out for the i-th running TaskManager, i >= 1); its pid joins the
+        running ones in the pid file."""
         self.write_conf()
-        with open(self.log_dir / f"{role}.out", "ab") as out:
+        running = self.pids(role)
+        out_name = f"{role}-{len(running)}.out" if running else f"{role}.out"
+        with open(self.log_dir / out_name, "ab") as out:
             proc = subprocess.Popen(self.command(role), env=self.env(), stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-        self.pid_file(role).write_text(str(proc.pid))  # start-foreground execs the JVM: same pid
+        # start-foreground execs the JVM: same pid
+        self.pid_file(role).write_text("".join(f"{p}\n" for p in (*running, proc.pid)))
         return proc.pid
 
     def start(self) -> dict[str, Any]:
-        """Start what is not running, wait for the REST API and for a TaskManager (a newly
-        registered one when this call started it: the JobManager may still list a dead one)."""
+        """Start what is not running, wait for the REST API and for ``taskmanagers``
+        registered TaskManagers (newly registered ones for those this call started: the
+        JobManager may still list a dead one)."""
         if self.pid("jobmanager") is None:
-            self.spawn("jobmanager")
-            self.wait(lambda: self.rest("/overview") is not None, "the REST API", "jobmanager")
-        before = self.taskmanager_ids() if self.pid("taskmanager") is None else set()
-        if self.pid("taskmanager") is None:
-            self.spawn("taskmanager")
-        self.wait(lambda: bool(self.taskmanager_ids() - before), "a registered TaskManager",
-                  "taskmanager")
+            jm = self.spawn("jobmanager")
+            self.wait(lambda: self.rest("/overview") is not None, "the REST API", "jobmanager", [jm])
+        n = self.config.taskmanagers
+        missing = max(n - len(self.pids("taskmanager")), 0)
+        before = self.taskmanager_ids() if missing else set()
+        started = [self.spawn("taskmanager") for _ in range(missing)]
+
+        def registered() -> bool:
+            ids = self.taskmanager_ids()
+            return len(ids - before) >= missing and len(ids) >= n
+        self.wait(registered, "a registered TaskManager" if n == 1 else f"{n} registered TaskManagers",
+                  "taskmanager", started)
         return self.status()
 
     def taskmanager_ids(self) -> set[str]:
         return {tm["id"] for tm in (self.rest("/taskmanagers") or {}).get("taskmanagers", [])}
 
-    def wait(self, cond, what: str, role: str) -> None:
+    def wait(self, cond, what: str, role: str, pids: list[int] | None = None) -> None:
+        """Until ``cond()``; fails when one of ``pids`` (default: the role's) exits first."""
         deadline = time.monotonic() + self.config.start_timeout_s
         while time.monotonic() < deadline:
             if cond():
                 return
-            if self.pid(role) is None:
+            dead = [p for p in pids if not _flink_process(p)] if pids else \
+                ([] if self.pid(role) is not None else [None])
+            if dead:
                 raise FlinkClusterError(f"the {role} exited before {what}; see "
-                                        f"{self.log_dir}/{role}.out and {self.log_dir}/*.log")
+                                        f"{self.log_dir}/{role}*.out and {self.log_dir}/*.log")
             time.sleep(0.5)
         raise FlinkClusterError(f"no {what} after {self.config.start_timeout_s:.0f}s; "
                                 f"see {self.log_dir}")
 
     def stop(self, timeout_s: float = 30.0) -> bool:
-        """SIGTERM the TaskManager then the JobManager (SIGKILL after ``timeout_s``)."""
+        """SIGTERM the TaskManagers (all at once) then the JobManager (SIGKILL after
+        ``timeout_s``)."""
         stopped = False
         for role in ("taskmanager", "jobmanager"):
-            pid = self.pid(role)
-            if pid is not None:
+            pids = self.pids(role)
+            if pids:
                 stopped = True
-                _terminate(pid, timeout_s)
+                _terminate_all(pids, timeout_s)
             self.pid_file(role).unlink(missing_ok=True)
         return stopped
 
@@ -286,6 +333,7 @@ class FlinkCluster:
         overview = self.rest("/overview") or {}
         return {"rest": f"http://{self.config.address}", "dir": str(self.home),
                 "jobmanager_pid": self.pid("jobmanager"), "taskmanager_pid": self.pid("taskmanager"),
+                "taskmanager_pids": self.pids("taskmanager"),
                 "taskmanagers": overview.get("taskmanagers", 0),
                 "slots_total": overview.get("slots-total", 0),
                 "slots_available": overview.get("slots-available", 0), "jobs": self.jobs()}
@@ -343,21 +391,51 @@ class FlinkCluster:
         return m.group(1)
 
 
-def _terminate(pid: int, timeout_s: float) -> None:
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        try:  # reap it if it is our child (a zombie otherwise keeps /proc/<pid>)
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def _flink_process(pid: int) -> bool:
+    """Whether ``pid`` runs (not a zombie) and is still a Flink process."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # empty while the launcher execs the JVM; another program once the pid is reused
+    return _running(pid) and (not cmdline or b"flink" in cmdline)
+
+
+def _terminate_all(pids: list[int], timeout_s: float) -> None:
+    """SIGTERM every pid, wait for all of them (``timeout_s`` in all), SIGKILL the rest."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
             pass
-        time.sleep(0.2)
-    if Path(f"/proc/{pid}").exists():
-        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    left = list(pids)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:  # reap it if it is our child (a zombie otherwise keeps /proc/<pid>)
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    left.remove(pid)
+                    continue
+            except ChildProcessError:
+                pass
+            if not _running(pid):
+                left.remove(pid)
+        if left:
+            time.sleep(0.2)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 # --- command line ----------------------------------------------------------------------------

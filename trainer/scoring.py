@@ -78,9 +78,22 @@ def pool(values: torch.Tensor, sample_index: np.ndarray | torch.Tensor,
     return out.view(batch_size, num_fields, values.shape[1])
 
 
+def one_id_per_field(batch: Batch, num_fields: int) -> bool:
+    """Every sample holds exactly one id per field, in field order (N = B * F): pooling is
+    then the identity, sum and mean alike."""
+    b, f = len(batch), num_fields
+    if len(batch.ids) != b * f or not (np.diff(batch.offsets) == f).all():
+        return False
+    return bool((batch.fields.reshape(b, f) == np.arange(f)).all())
+
+
 def pool_rows(batch: Batch, ids: BatchIds, rows: torch.Tensor, num_fields: int, mean: bool = False) -> torch.Tensor:
     """Pooled field embeddings (B, F, D) from the rows (U, D) of ``ids.uniq``."""
     per_id = rows.index_select(0, torch.from_numpy(ids.codes).to(rows.device))  # (N, D)
+    if one_id_per_field(batch, num_fields):
+        # nothing to pool: the index_add_ below and its backward were ~15% of a CPU step at
+        # B=4096 with 26 one-id fields (bench/trainer_bench.py); the same values exactly
+        return per_id.view(len(batch), num_fields, rows.shape[1])
     return pool(per_id, batch.sample_index, batch.fields, len(batch), num_fields, mean)  # (B, F, D)
 
 

@@ -6,7 +6,7 @@ import torch
 from tests.helpers.trainer_models import SLOTS, sample, small_model, small_table, small_trainer
 from trainer.batch import BatchBuilder
 from trainer.model import build_model
-from trainer.scoring import distinct_ids, pool, score_batch
+from trainer.scoring import distinct_ids, one_id_per_field, pool, pool_rows, score_batch
 from trainer.source import ListSource
 from trainer.synthetic import SyntheticStream
 from trainer.trainer import Trainer
@@ -79,3 +79,22 @@ def test_scoring_trainer_predict_is_score_batch_with_its_table():
     np.testing.assert_array_equal(got, trainer.predict(batch))
     unknown = score_batch(trainer.model, batch, lambda ids: np.zeros((len(ids), 8), np.float32))
     assert unknown.shape == (64, 1) and not np.allclose(unknown, got)
+
+
+def test_scoring_one_id_per_field_in_order_skips_pooling_with_the_same_embeddings():
+    build = BatchBuilder(small_model(slots=(0, 1, 2))).build
+    rows = torch.randn(10, 8)  # (U, D): more than any batch below has distinct ids
+    cases = {  # batch, and whether every sample holds one id per field in field order
+        "one id per field": (build([sample(i, ids=(i, i + 1, i + 2), slots=(0, 1, 2)) for i in range(4)]), True),
+        "fields out of order": (build([sample(0, ids=(1, 2, 3), slots=(1, 0, 2))]), False),
+        "a field missing": (build([sample(0, ids=(1, 2), slots=(0, 2)),
+                                   sample(1, ids=(1, 2, 3, 4), slots=(0, 1, 2, 2))]), False),
+        "a field with two ids": (build([sample(0, ids=(1, 2, 3, 4), slots=(0, 0, 1, 2))]), False),
+    }
+    for name, (batch, expected) in cases.items():
+        assert one_id_per_field(batch, 3) is expected, name
+        ids = distinct_ids(batch)
+        per_id = rows[torch.from_numpy(ids.codes)]
+        for mean in (False, True):
+            pooled = pool(per_id, batch.sample_index, batch.fields, len(batch), 3, mean=mean)
+            assert torch.equal(pool_rows(batch, ids, rows, 3, mean), pooled), (name, mean)

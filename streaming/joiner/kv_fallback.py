@@ -26,10 +26,13 @@ True
 
 from __future__ import annotations
 
+import atexit
 import logging
 import shutil
 import struct
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,36 @@ _VERSION_KEY, _VERSION = b"version", b"2"  # 2: records carry writer and seq
 
 class KvFallbackError(RuntimeError):
     """The fallback store cannot be opened or written."""
+
+
+# Stores opened off the main thread and not closed yet. In PyFlink's process mode on a local
+# MiniCluster the Python functions run in threads of the client process (Beam's loopback
+# worker), and their teardown (``close``) can still be running when the client's main
+# thread returns: ``Rdict.close`` releases the GIL, the interpreter starts finalizing, and
+# the closing thread, told to exit when it takes the GIL back inside rocksdict's (Rust)
+# frames, aborted the process (SIGABRT after every output record was written, 100k-event
+# bounded joiner runs). At exit the main thread waits for them (bounded).
+_OFF_MAIN: set[KvFallback] = set()
+_OFF_MAIN_LOCK = threading.Condition()
+EXIT_WAIT_S = 60.0
+
+
+def _wait_for_closes(timeout_s: float | None = None) -> bool:
+    """Wait until every store opened off the main thread is closed, ``timeout_s`` at most
+    (``EXIT_WAIT_S``); whether they all were."""
+    deadline = time.monotonic() + (EXIT_WAIT_S if timeout_s is None else timeout_s)
+    with _OFF_MAIN_LOCK:
+        while _OFF_MAIN:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("exiting with %d joiner KV store(s) still open: %s", len(_OFF_MAIN),
+                            ", ".join(str(kv.path) for kv in _OFF_MAIN))
+                return False
+            _OFF_MAIN_LOCK.wait(min(left, 0.5))
+    return True
+
+
+atexit.register(_wait_for_closes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +132,9 @@ class KvFallback:
                 f"version reads {_VERSION.decode()!r}: move it away (late labels of the "
                 "impressions in it are then orphans) or run the version that wrote it")
         self._db[_VERSION_KEY] = _VERSION
+        if threading.current_thread() is not threading.main_thread():
+            with _OFF_MAIN_LOCK:
+                _OFF_MAIN.add(self)
         self.purged = 0
         # every expiry key below this was purged: a purge seeks here, not to the first "e"
         # key, so it does not step over the tombstones of all earlier purges again (RocksDB
@@ -174,3 +210,6 @@ class KvFallback:
         self._db = None
         if self._tmp:
             shutil.rmtree(self.path, ignore_errors=True)
+        with _OFF_MAIN_LOCK:
+            _OFF_MAIN.discard(self)
+            _OFF_MAIN_LOCK.notify_all()

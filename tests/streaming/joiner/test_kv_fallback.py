@@ -1,6 +1,10 @@
+import subprocess
+import sys
+
 import pytest
 
 from streaming.joiner.kv_fallback import KvFallback, KvFallbackError
+from streamtrain.paths import REPO_ROOT
 
 
 @pytest.fixture
@@ -89,3 +93,30 @@ def test_kv_fallback_refuses_a_store_of_another_layout(tmp_path):
     again = KvFallback(tmp_path / "new", ttl_ms=1000)
     assert again.size == 1
     again.close()
+
+
+def test_a_store_closing_in_a_worker_thread_is_waited_for_at_exit(tmp_path):
+    """PyFlink's process mode runs the joiner in threads of the client process; a store still
+    closing when the main thread returned took the interpreter down (SIGABRT). The process
+    now waits at exit for stores opened off the main thread: an exit hook registered before
+    (so run after the module's) finds the worker's store closed."""
+    script = f"""
+import atexit, threading, time
+stores = []
+atexit.register(lambda: print("closed" if stores[0]._db is None else "open", flush=True))
+from streaming.joiner.kv_fallback import KvFallback
+opened = threading.Event()
+def worker():
+    stores.append(KvFallback({str(tmp_path / "kv")!r}, ttl_ms=10**9))
+    for i in range(1000):
+        stores[0].put(f"r{{i}}|1", b"x" * 100, ("click",), event_time_ms=i)
+    opened.set()
+    time.sleep(1.0)  # the main thread has returned by now
+    stores[0].close()
+threading.Thread(target=worker, daemon=True).start()
+opened.wait()
+"""
+    res = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "closed"

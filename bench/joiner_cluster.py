@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench import bare_operators
 from bench.common import input_to_output_s, kafka_for_bench, log_append_time, write_result
-from bench.joiner_job import _cmd, backlog
+from bench.joiner_job import _cmd, backlog, job_arguments
 from streamtrain.cli.flink import FlinkCluster, FlinkClusterConfig, FlinkClusterError
 from streamtrain.kafka_io import TopicsConfig, create_topics
 from streamtrain.local_kafka import free_port
@@ -111,18 +111,12 @@ def run_job(cluster: FlinkCluster, kafka, base: TopicsConfig, work: Path, args, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--impressions", type=int, default=100_000)
-    p.add_argument("--mode", default="thread", choices=["thread", "process"])
-    p.add_argument("--bundle", type=int, default=1000)
+    job_arguments(p)
     p.add_argument("--jobs", default="bare,joiner", help="which jobs: bare,joiner")
     p.add_argument("--taskmanager-memory", default="2048m", help="each TaskManager's process size")
     p.add_argument("--repeat", type=int, default=1,
                    help="runs of each job at each parallelism (figures: the median events/s)")
     p.add_argument("--job-timeout-s", type=float, default=300)
-    p.add_argument("--bootstrap", default=None)
-    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting for every job (e.g. flink.state_cache_size=1000)")
-    p.add_argument("--tag", default="", help="suffix of the result file name")
     args = p.parse_args(argv)
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
     bad = set(jobs) - {"bare", "joiner"}

@@ -146,22 +146,27 @@ def run_job(kafka, base: TopicsConfig, work: Path, args, n_in: int, span: str,
     return r
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def job_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every joiner job benchmark takes (this one, bench/joiner_cluster.py)."""
     p.add_argument("--impressions", type=int, default=100_000)
     p.add_argument("--mode", default="thread", choices=["thread", "process"])
     p.add_argument("--bundle", type=int, default=1000)
+    p.add_argument("--bootstrap", default=None)
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for every job (e.g. flink.state_cache_size=1000)")
+    p.add_argument("--tag", default="", help="suffix of the result file name")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    job_arguments(p)
     p.add_argument("--long-days", type=float, default=180.0,
                    help="event-time span of the long-span scenario (0 = skip it)")
     p.add_argument("--parallelism", type=int, default=2,
                    help="also run both jobs on the hour span at this parallelism (1 = skip)")
     p.add_argument("--latency-seconds", type=float, default=30)
     p.add_argument("--latency-rate", type=float, default=300)
-    p.add_argument("--bootstrap", default=None)
     p.add_argument("--skip-latency", action="store_true")
-    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting for every job (e.g. flink.state_cache_size=1000)")
-    p.add_argument("--tag", default="", help="suffix of the result file name")
     args = p.parse_args(argv)
     spans = ["hour"] + (["long"] if args.long_days > 0 else [])
     with kafka_for_bench(args.bootstrap) as kafka, tempfile.TemporaryDirectory() as tmp:

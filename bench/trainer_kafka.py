@@ -9,7 +9,7 @@ in columns, or with ``_records`` record by record (fastavro and a ``Sample`` eac
 was before trainer.columnar). They alternate ``--rounds`` times on fresh trainers and the
 median ratios are reported (the machine is shared: the 1-minute load average is written
 beside every round). Two ratios: over the whole run, and *steady* (samples after the first
-batch over the time after it: a spawned worker first imports torch). Beside the rates, the
+batch over the time after it: a spawned worker's start-up). Beside the rates, the
 CPU time per sample of the training process and of the prefetch processes, which depend
 less on other jobs than wall-clock rates do: where a second core is free the trainer runs
 at the memory rate as long as its own CPU per sample stays at the memory run's and the
@@ -30,7 +30,6 @@ import os
 import time
 
 import numpy as np
-import torch
 
 from bench.common import fresh_topics, kafka_for_bench, write_result
 from schemas import Sample, codec_for
@@ -39,7 +38,6 @@ from trainer.batch import Batch, BatchBuilder
 from trainer.config import ModelConfig, TableConfig, TrainerConfig
 from trainer.stream import KafkaSampleSource
 from trainer.synthetic import SyntheticStream
-from trainer.trainer import Trainer
 
 MODEL = ModelConfig(slots=tuple(range(26)), dim=16, dense_dim=0, heads=("click",),
                     hidden=(256, 128))
@@ -69,8 +67,10 @@ class BatchList:
 def _train(source, cfg: TrainerConfig) -> dict:
     """Samples, wall s, CPU s of this process and of its children (the prefetch processes,
     once ``run`` closed the source), and the steady rate: samples after the first batch over
-    the time after it (a spawned prefetch process first imports torch, seconds on a busy
+    the time after it (a spawned prefetch process first starts and imports, seconds on a busy
     machine: a start-up cost, not a rate)."""
+    from trainer.trainer import Trainer  # here, not at the top: see main()
+
     trainer = Trainer(MODEL, TABLE, cfg)
     first: list[tuple[float, int]] = []
 
@@ -143,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    # torch is imported here and in _train, not at the top: a spawned prefetch process
+    # re-imports this module (spawn's __mp_main__) and, like `streamtrain train`'s, does not
+    # need torch to decode (importing it was ~2 s of each worker's start-up)
+    import torch
+
     torch.set_num_threads(1)
     n, bs = args.samples - args.samples % args.batch, args.batch
     samples = SyntheticStream(num_slots=26, users=20000, items=10000, vocab=5000,

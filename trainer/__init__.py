@@ -34,11 +34,27 @@ writes this down once: ``score_batch(build_model(model_config), batch, lookup)``
     from trainer import Trainer, ModelConfig, TableConfig, TrainerConfig
 """
 
+from typing import TYPE_CHECKING, Any
+
 from trainer.config import ModelConfig, TableConfig, TrainerConfig
 from trainer.errors import CheckpointError, StreamError, TrainerError
-from trainer.scoring import TABLE_NAME
-from trainer.trainer import Trainer
-from trainer.updates import TableUpdate
+
+if TYPE_CHECKING:
+    from trainer.scoring import TABLE_NAME
+    from trainer.trainer import Trainer
+    from trainer.updates import TableUpdate
+
+# the names that need torch load on first use: importing trainer.stream (a spawned prefetch
+# process, which only decodes) then does not import torch, ~2 s of its start-up
+_LAZY = {"TABLE_NAME": "trainer.scoring", "Trainer": "trainer.trainer", "TableUpdate": "trainer.updates"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'trainer' has no attribute {name!r}")
 
 __all__ = ["CheckpointError", "ModelConfig", "StreamError", "TABLE_NAME", "TableConfig", "TableUpdate",
            "Trainer", "TrainerConfig", "TrainerError"]

@@ -11,16 +11,16 @@ bench/trainer_kafka.py ``decode``); a record the columnar reader cannot read exa
 decoded by the codec, which gives the same sample or dead letter (``columnar=False`` decodes
 everything that way). The worker is one thread by default (``prefetch="thread"``), or child
 processes (``prefetch="process"``: the training process then spends on a sample about what
-it spends fed from memory, and the worker's fetch + decode runs beside it, a wall-clock
-gain only where a core is free; each spawned process first imports torch, seconds on a
-busy machine). Each process is spawned (a forked child inherited the parent's Kafka client
-state without its network threads and hung), exits when the trainer process is gone (even
-killed with -9), reads its share of the partitions (``workers``, default 1, at most one per
-partition) with its own consumer and dead-letter producer, and hands batches over a pipe;
-each batch carries the positions of its worker's partitions only. On the 2-core dev box a
-second process did not help. Each batch carries the positions (partition -> next offset)
-once it is consumed, including records that went to the dead-letter topic, which is what a
-checkpoint stores.
+it spends fed from memory, and the worker's fetch + decode runs beside it, a wall-clock gain
+only where a core is free; a spawned process imports what decoding needs, not torch:
+``trainer``'s torch-backed names load on first use). Each process is spawned (a forked child
+inherited the parent's Kafka client state without its network threads and hung), exits when
+the trainer process is gone (even killed with -9), reads its share of the partitions
+(``workers``, default 1, at most one per partition) with its own consumer and dead-letter
+producer, and hands batches over a pipe; each batch carries the positions of its worker's
+partitions only. On the 2-core dev box a second process did not help. Each batch carries the
+positions (partition -> next offset) once it is consumed, including records that went to the
+dead-letter topic, which is what a checkpoint stores.
 
 Bad records (undecodable bytes, or a sample the model cannot use) go to the dead-letter
 topic with the reason and a counter; they never stop the trainer. Dead letters are

@@ -122,22 +122,50 @@ def store_latency(updates: list, n_lookups: int = 20_000) -> dict:
             "get_as_of_p50_us": pct(lat_asof, 50), "get_as_of_p99_us": pct(lat_asof, 99)}
 
 
-def flink_run(kafka, base: TopicsConfig, n_in: int, name: str, bare: bool,
-              parallelism: int = 1) -> dict:
-    """One bounded run of the feature job (or its bare twin) over ``base``'s inputs into
-    output topics of its own; events/s from first input read to last output written."""
+def output_topics(kafka, base: TopicsConfig, name: str) -> tuple[TopicsConfig, dict[str, str]]:
+    """``base`` with output topics of the run ``name`` (created, LogAppendTime), and those
+    outputs by role."""
     outs = {role: f"{getattr(base, role)}.{name}" for role in OUTPUT_ROLES}
     topics = replace(base, **outs)
     create_topics(kafka, topics)
     log_append_time(kafka, list(outs.values()))
+    return topics, outs
+
+
+def job_flags(kafka, topics: TopicsConfig, name: str, parallelism: int) -> list[str]:
+    """The flags of a bounded feature job (or its bare twin) over ``topics``, from the
+    earliest offsets, no checkpoints."""
+    flags = ["--bounded", "--set", f"kafka.bootstrap={kafka.bootstrap}",
+             "--set", "flink.checkpoint_interval_ms=0", "--set", "features_job.start=earliest",
+             "--set", f"features_job.group_id=fb-{name}",
+             "--set", f"flink.parallelism={parallelism}"]
+    for role in topics.NAME_FIELDS:
+        flags += ["--set", f"topics.{role}={getattr(topics, role)}"]
+    return flags
+
+
+def backlog(kafka, span: str, seconds: float, impressions: int, users: int,
+            items: int) -> tuple[TopicsConfig, int]:
+    """Fresh input topics holding ``impressions`` (and their actions) over ``seconds`` of
+    event time, headed by start markers; returns them and the event count."""
+    cfg = GeneratorConfig(seed=9, users=users, items=items, duration_s=seconds,
+                          impressions_per_s=impressions / seconds, malformed_rate=0.0,
+                          start_ms=int(time.time() * 1000) - int(seconds * 1000) - 5 * 3600_000)
+    events = list(TrafficGenerator(cfg).events())
+    base = fresh_topics(kafka, f"fb-{span}")
+    topic_settings(kafka, [base.impressions, base.actions], append_time=False)
+    mark_start(kafka, [base.impressions, base.actions], events[0].timestamp_ms)
+    return base, sum(produce(events, kafka, base).values())
+
+
+def flink_run(kafka, base: TopicsConfig, n_in: int, name: str, bare: bool,
+              parallelism: int = 1) -> dict:
+    """One bounded run of the feature job (or its bare twin) over ``base``'s inputs into
+    output topics of its own; events/s from first input read to last output written."""
+    topics, outs = output_topics(kafka, base, name)
     start = bare_command("features") if bare else [sys.executable, "-m", "streamtrain.cli",
                                                    "features"]
-    cmd = [*start, "--bounded", "--set", f"kafka.bootstrap={kafka.bootstrap}",
-           "--set", "flink.checkpoint_interval_ms=0", "--set", "features_job.start=earliest",
-           "--set", f"features_job.group_id=fb-{name}",
-           "--set", f"flink.parallelism={parallelism}"]
-    for role in topics.NAME_FIELDS:
-        cmd += ["--set", f"topics.{role}={getattr(topics, role)}"]
+    cmd = [*start, *job_flags(kafka, topics, name, parallelism)]
     t0 = time.monotonic()
     res = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     wall = time.monotonic() - t0
@@ -164,14 +192,7 @@ def flink_runs(impressions: int, users: int, items: int, long_days: float,
     spans = {"hour": 3600.0} | ({"long": long_days * 86400} if long_days > 0 else {})
     with kafka_for_bench(None) as kafka:
         for span, seconds in spans.items():
-            cfg = GeneratorConfig(seed=9, users=users, items=items, duration_s=seconds,
-                                  impressions_per_s=impressions / seconds, malformed_rate=0.0,
-                                  start_ms=int(time.time() * 1000) - int(seconds * 1000) - 5 * 3600_000)
-            events = list(TrafficGenerator(cfg).events())
-            base = fresh_topics(kafka, f"fb-{span}")
-            topic_settings(kafka, [base.impressions, base.actions], append_time=False)
-            mark_start(kafka, [base.impressions, base.actions], events[0].timestamp_ms)
-            n_in = sum(produce(events, kafka, base).values())
+            base, n_in = backlog(kafka, span, seconds, impressions, users, items)
             for bare in (True, False):
                 name = f"{span}-{'bare' if bare else 'features'}"
                 out["runs"].append(flink_run(kafka, base, n_in, name, bare) | {"span": span})

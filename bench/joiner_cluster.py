@@ -6,12 +6,15 @@ MiniCluster JVM the joiner at parallelism 2 is slower than at 1, bench/joiner_jo
 
 Same backlog, settings and clock as bench/joiner_job.py (`backlog`, `_cmd`, first input read
 -> last output written, broker append times); the cluster starts with one TaskManager and
-grows to two (`flink_cluster.taskmanagers=2`) before the parallelism-2 runs.
+grows to two (`flink_cluster.taskmanagers=2`) before the parallelism-2 runs. ``--pipeline
+features`` does the same for the feature job and its bare twin, on bench/features_bench.py's
+backlog and flags (``python -m bench.features_cluster``).
 
     python -m bench.joiner_cluster [--impressions 100000] [--mode thread|process] [--bundle 1000]
         [--jobs bare,joiner] [--repeat 1] [--set joiner_job.state_backend=rocksdb --tag rocksdb]
 
-Writes bench/results/joiner_cluster[_<mode>][_<tag>].json (p2/p1 ratio of each job).
+Writes bench/results/joiner_cluster[_<mode>][_<tag>].json (features_cluster... for the feature
+job): the p2/p1 ratio of each job.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench import bare_operators
+from bench import bare_operators, features_bench
 from bench.common import input_to_output_s, kafka_for_bench, log_append_time, write_result
 from bench.joiner_job import _cmd, backlog, job_arguments
 from streamtrain.cli.flink import FlinkCluster, FlinkClusterConfig, FlinkClusterError
@@ -33,6 +36,7 @@ from streamtrain.local_kafka import free_port
 from streamtrain.paths import JARS_DIR
 
 DONE = ("FINISHED", "FAILED", "CANCELED", "SUSPENDED")
+LABELS = {"join": "joiner", "features": "features"}  # --pipeline -> the job's name in results
 
 
 def _cluster(home: Path, taskmanagers: int, rest: int, rpc: int, memory: str) -> FlinkCluster:
@@ -40,18 +44,19 @@ def _cluster(home: Path, taskmanagers: int, rest: int, rpc: int, memory: str) ->
                                            taskmanagers=taskmanagers, taskmanager_memory=memory))
 
 
-def submit(cluster: FlinkCluster, bare: bool, job_args: list[str]) -> str:
-    """``flink run -d -py`` the joiner (``FlinkCluster.submit``) or its bare baseline (the
-    same run with bench/bare_operators.py as the script); the Flink job id."""
+def submit(cluster: FlinkCluster, command: str, bare: bool, job_args: list[str]) -> str:
+    """``flink run -d -py`` the job (``command``: join | features; ``FlinkCluster.submit``)
+    or its bare baseline (the same run with bench/bare_operators.py as the script); the
+    Flink job id."""
     if not bare:
-        return cluster.submit("join", job_args)
+        return cluster.submit(command, job_args)
     jars = sorted((JARS_DIR / "flink").glob("flink-sql-connector-kafka-*.jar"))
     if not jars:
         raise FlinkClusterError(f"no flink-sql-connector-kafka jar in {JARS_DIR / 'flink'}")
     py = cluster.config.interpreter
     out = cluster.flink("run", "-m", cluster.config.address, "-d", "-py", bare_operators.__file__,
                         "-pyexec", py, "-pyclientexec", py, "-j", str(jars[-1]),
-                        "--", "join", "--no-jar", *job_args)
+                        "--", command, "--no-jar", *job_args)
     m = re.search(r"JobID ([0-9a-f]{32})", out)
     if m is None:
         raise FlinkClusterError(f"no job id in the output of `flink run`:\n{out[-3000:]}")
@@ -82,28 +87,46 @@ def taskmanagers_used(cluster: FlinkCluster, job: dict) -> int:
     return len(used)
 
 
-def run_job(cluster: FlinkCluster, kafka, base: TopicsConfig, work: Path, args, n_in: int,
-            bare: bool, parallelism: int, rep: int = 0) -> dict:
-    name = f"cluster-{'bare' if bare else 'join'}-p{parallelism}" + (f"-r{rep}" if rep else "")
+def job_run(kafka, base: TopicsConfig, work: Path, args, name: str, bare: bool,
+            parallelism: int) -> tuple[list[str], dict[str, str]]:
+    """The flags of one bounded run of ``args.pipeline`` (after its start command) into
+    output topics of its own, and those topics by role (timed to their last record)."""
+    if args.pipeline == "features":
+        topics, outs = features_bench.output_topics(kafka, base, name)
+        flags = features_bench.job_flags(kafka, topics, name, parallelism)
+        flags += ["--set", f"flink.execution_mode={args.mode}", "--set", f"flink.bundle_size={args.bundle}"]
+        for e in args.settings:
+            flags += ["--set", e]
+        return flags, outs
     topics = replace(base, samples=f"{base.samples}.{name}", dead_letter=f"{base.dead_letter}.{name}")
     create_topics(kafka, topics)
     log_append_time(kafka, [topics.samples, topics.dead_letter])
     extra = ["--bounded", "joiner.window_ms=10000", f"flink.parallelism={parallelism}"]
     cmd = _cmd(kafka, topics, work / name, args, *extra, bare=bare)
     start = len(bare_operators.bare_command("join")) if bare else 4  # python -m streamtrain.cli join
+    return cmd[start:], {"samples": topics.samples, "dead_letter": topics.dead_letter}
+
+
+def run_job(cluster: FlinkCluster, kafka, base: TopicsConfig, work: Path, args, n_in: int,
+            bare: bool, parallelism: int, rep: int = 0) -> dict:
+    label = "bare" if bare else LABELS[args.pipeline]
+    name = f"cluster-{label}-p{parallelism}" + (f"-r{rep}" if rep else "")
+    flags, outs = job_run(kafka, base, work, args, name, bare, parallelism)
     t0 = time.monotonic()
-    jid = submit(cluster, bare, cmd[start:])
+    jid = submit(cluster, args.pipeline, bare, flags)
     job = wait_finished(cluster, jid, args.job_timeout_s)
     wall = time.monotonic() - t0
-    span, counts = input_to_output_s(kafka, [topics.samples, topics.dead_letter])
-    r = {"job": "bare" if bare else "joiner", "parallelism": parallelism,
+    span, counts = input_to_output_s(kafka, list(outs.values()))
+    r = {"job": label, "parallelism": parallelism,
          "taskmanagers": parallelism, "slots_per_taskmanager": 1,
          "taskmanagers_used": taskmanagers_used(cluster, job), "input_events": n_in,
-         "output_records": counts[topics.samples], "dead_letters": counts[topics.dead_letter],
+         "outputs": {role: counts[t] for role, t in outs.items()},
          "active_s": round(span, 2), "events_per_s": round(n_in / span),
          "wall_s_with_submit": round(wall, 1)}
+    if args.pipeline == "join":
+        r |= {"output_records": counts[outs["samples"]], "dead_letters": counts[outs["dead_letter"]]}
     print(f"{r['job']} (cluster, parallelism {parallelism} on {r['taskmanagers_used']} TaskManager(s)): "
-          f"{r['events_per_s']:,} events/s ({n_in:,} events, {r['output_records']:,} out, "
+          f"{r['events_per_s']:,} events/s ({n_in:,} events, {sum(r['outputs'].values()):,} out, "
           f"{r['active_s']}s first input -> last output, {r['wall_s_with_submit']}s with submit)",
           flush=True)
     return r
@@ -112,22 +135,28 @@ def run_job(cluster: FlinkCluster, kafka, base: TopicsConfig, work: Path, args, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     job_arguments(p)
-    p.add_argument("--jobs", default="bare,joiner", help="which jobs: bare,joiner")
+    p.add_argument("--pipeline", default="join", choices=sorted(LABELS),
+                   help="the joiner (default) or the feature job, each beside its bare twin")
+    p.add_argument("--jobs", default="bare,job", help="which jobs: bare,job (the pipeline's)")
     p.add_argument("--taskmanager-memory", default="2048m", help="each TaskManager's process size")
     p.add_argument("--repeat", type=int, default=1,
                    help="runs of each job at each parallelism (figures: the median events/s)")
     p.add_argument("--job-timeout-s", type=float, default=300)
     args = p.parse_args(argv)
-    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
-    bad = set(jobs) - {"bare", "joiner"}
+    label = LABELS[args.pipeline]
+    jobs = [label if j.strip() in ("job", label) else j.strip() for j in args.jobs.split(",") if j.strip()]
+    bad = set(jobs) - {"bare", label}
     if bad or not jobs:
-        p.error(f"--jobs: bare and/or joiner, not {sorted(bad)}")
+        p.error(f"--jobs: bare and/or job ({label}), not {sorted(bad)}")
     rest, rpc = free_port(), free_port()
     while rpc == rest:
         rpc = free_port()
     with kafka_for_bench(args.bootstrap) as kafka, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        base, n_in = backlog(kafka, "hour", args.impressions, 0)
+        if args.pipeline == "features":  # features_bench's Flink backlog: 5k users, 1k items
+            base, n_in = features_bench.backlog(kafka, "hour", 3600.0, args.impressions, 5_000, 1_000)
+        else:
+            base, n_in = backlog(kafka, "hour", args.impressions, 0)
         runs: list[dict] = []
         cluster = _cluster(work / "flink", 1, rest, rpc, args.taskmanager_memory)
         try:
@@ -146,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         rate = {(job, n): round(statistics.median(r["events_per_s"] for r in runs
                                                   if (r["job"], r["parallelism"]) == (job, n)))
                 for job in jobs for n in (1, 2)}
-        scaling = {job: round(rate[job, 2] / rate[job, 1], 3) for job in ("bare", "joiner") if job in jobs}
-        result: dict = {"mode": args.mode, "bundle_size": args.bundle, "settings": args.settings,
+        scaling = {job: round(rate[job, 2] / rate[job, 1], 3) for job in ("bare", label) if job in jobs}
+        result: dict = {"pipeline": args.pipeline, "mode": args.mode, "bundle_size": args.bundle,
+                        "settings": args.settings,
                         "impressions": args.impressions, "span": "hour",
                         "taskmanager_memory": args.taskmanager_memory,
                         "cluster": "local session cluster (PyFlink's distribution): parallelism p on "
@@ -158,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
                                   "-> last output written, broker append times",
                         "p2_over_p1": scaling}
         if len(jobs) == 2:
-            result["joiner_over_bare"] = {f"p{n}": round(rate["joiner", n] / rate["bare", n], 3)
-                                          for n in (1, 2)}
+            result[f"{label}_over_bare"] = {f"p{n}": round(rate[label, n] / rate["bare", n], 3)
+                                            for n in (1, 2)}
         for job, ratio in scaling.items():
             print(f"{job}: {rate[job, 1]:,} events/s at parallelism 1 (1 TaskManager), {rate[job, 2]:,} "
                   f"at parallelism 2 (2 TaskManagers): p2/p1 = {ratio:.2f}")
-        name = "joiner_cluster" + ("" if args.mode == "thread" else f"_{args.mode}") \
+        name = f"{label}_cluster" + ("" if args.mode == "thread" else f"_{args.mode}") \
             + ("" if args.bundle == 1000 else f"_b{args.bundle}") + (f"_{args.tag}" if args.tag else "")
         print("wrote", write_result(name, result))
     return 0

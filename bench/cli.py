@@ -24,6 +24,7 @@ ALL: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("joiner_cluster", ("--repeat", "2"), "docs/joiner.md, docs/deploy.md"),
     ("joiner_span", (), "docs/joiner.md"),
     ("features_bench", (), "docs/features.md"),
+    ("features_cluster", ("--repeat", "2"), "docs/features.md, docs/deploy.md"),
     ("serving_load", (), "docs/operations.md"),
     ("sync_freshness", (), "docs/sync.md"),
     ("sync_publish", (), "docs/sync.md"),

@@ -194,7 +194,7 @@ class JoinCore:
         m.impressions += 1
         self.stall.on_impression(imp.event_time_ms)
         key = join_key(imp.request_id, imp.item_id)
-        if key in self.window:
+        if key in self.window or self._left_window(key, imp, now_ms):
             m.duplicate_impressions += 1
             return []
         out: list[Output] = []
@@ -455,6 +455,19 @@ class JoinCore:
         if self.journal is not None:
             self._lineage_journaled = True
             self.journal(JournalPart.LINEAGE.key(), self._lineage_bytes())
+
+    def _left_window(self, key: str, imp: Impression, now_ms: int) -> bool:
+        """A copy of this impression already left the window (its final sample is out): it
+        is in the KV fallback, written by this core's checkpointed history. Looked up only
+        where a copy could have left: its window's end has passed (a producer's retry that
+        arrives later than the window; it made a second final sample, 1 in ~100k impressions
+        of the generator's stream with a 10 s window, as the sources' interleaving fell) or
+        the window has evicted entries to stay in its memory bound. A row of a rolled-back
+        epoch does not count: after a restore the replayed impression is the original."""
+        if now_ms < imp.event_time_ms + self.cfg.window_ms and not self.metrics.evicted:
+            return False
+        rec = self.kv.get(key, now_ms)
+        return rec is not None and self._trusted(rec)
 
     def _trusted(self, rec) -> bool:
         """Whether a KV row was written by this core's checkpointed history (or by this

@@ -316,3 +316,33 @@ def test_end_of_time_is_flinks_final_watermark_everywhere():
 
     assert eot == END_OF_TIME == (1 << 63) - 1  # Long.MAX_VALUE, Flink's MAX_WATERMARK
     assert core_module.END_OF_TIME is pipeline.END_OF_TIME is online_store.END_OF_TIME is eot
+
+
+def test_joiner_drops_a_duplicate_impression_that_arrives_after_its_window_closed(core):
+    # a producer's retry delivered after the original's window closed: the original's final
+    # sample is out, the copy makes none (it made a second one); a late impression that is
+    # no copy still gets its sample
+    core.on_impression(imp("r1", 1000), 1000)
+    (first,) = samples(core.advance(1000 + 10 * MIN))
+    assert first.request_id == "r1"
+    assert core.on_impression(imp("r1", 1000), 1000 + 12 * MIN) == []
+    core.on_impression(imp("r2", 1000), 1000 + 12 * MIN)
+    assert [s.request_id for s in samples(core.advance(END_OF_TIME))] == ["r2"]
+    assert core.metrics.duplicate_impressions == 1
+
+
+def test_joiner_a_restored_core_takes_a_replayed_impression_whose_kv_row_was_rolled_back(tmp_path):
+    # the lost epoch closed r1 (KV row written) after the checkpoint; the restored core must
+    # emit r1's sample again when the source replays it, not drop it as a copy
+    journal = Journal()
+    kv = KvFallback(tmp_path / "kv", JoinerConfig().kv_ttl_ms)
+    a = JoinCore(JoinerConfig(window_ms=10 * MIN, stall_policy="off"), kv, journal=journal)
+    checkpoint = Journal(journal)
+    a.on_impression(imp("r1", 1000), 1000)
+    assert len(samples(a.advance(1000 + 10 * MIN))) == 1
+    b = JoinCore(JoinerConfig(window_ms=10 * MIN, stall_policy="off"), kv, journal=checkpoint)
+    b.restore(checkpoint.items())
+    b.on_impression(imp("r1", 1000), 1000 + 11 * MIN)
+    assert [s.request_id for s in samples(b.advance(END_OF_TIME))] == ["r1"]
+    assert b.metrics.duplicate_impressions == 0
+    kv.close()

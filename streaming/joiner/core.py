@@ -91,6 +91,7 @@ from enum import StrEnum
 from schemas import FLAG_ACTION_STALL, FLAG_EARLY, FLAG_LATE_CORRECTION, codec_for
 from schemas.contracts import ACTION_TYPES
 from schemas.records import Action, DeadLetter, Impression, Sample
+from schemas.splice import sample_from_impression
 from streaming.event_time import END_OF_TIME
 from streaming.joiner.config import JoinerConfig
 from streaming.joiner.hash_queue import HashQueue
@@ -101,7 +102,7 @@ from streaming.joiner.stall_detector import StallDetector
 log = logging.getLogger(__name__)
 
 MAX_LINEAGE = 64  # earlier incarnations whose KV rows a restored core trusts at once
-Output = Sample | DeadLetter
+Output = Sample | DeadLetter | bytes  # bytes: a Sample message (encode_samples)
 Journal = Callable[[str, bytes | None], None]
 _warned_types: set[str] = set()  # undeclared action types already warned about (per process)
 
@@ -163,8 +164,12 @@ class JoinCore:
                  stall: StallDetector | None = None, metrics: JoinerMetrics | None = None,
                  journal: Journal | None = None, actions_topic: str = "actions",
                  writer: bytes | None = None,
-                 action_types: Collection[str] | None = ACTION_TYPES) -> None:
+                 action_types: Collection[str] | None = ACTION_TYPES,
+                 encode_samples: bool = False) -> None:
         self.cfg = cfg
+        # samples as Avro messages spliced from the impression's bytes (schemas/splice.py)
+        # where the core holds them, instead of Sample records the caller encodes
+        self.encode_samples = encode_samples
         self.action_types = None if action_types is None else frozenset(action_types)  # None: any
         self._own_kv = kv is None
         self.kv = KvFallback(cfg.kv_path, cfg.kv_ttl_ms) if kv is None else kv
@@ -183,6 +188,7 @@ class JoinCore:
         self.kv_seq = 0
         self.lineage: list[tuple[bytes, int]] = [(self.writer, 0)]
         self._lineage_journaled = False
+        self._lineage_dirty = False  # kv_seq moved since the lineage was last journaled
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -216,6 +222,7 @@ class JoinCore:
         for old_key, old in evicted:
             m.evicted += 1
             self._close(old_key, old, now, flags, out)
+        self._journal_lineage()
         m.window_bytes = self.window.nbytes
         return out
 
@@ -292,6 +299,7 @@ class JoinCore:
             flags = FLAG_ACTION_STALL if stall.stalled and cfg.stall_policy == "flag" else 0
             for key, entry in self.window.expire(now_ms):
                 self._close(key, entry, now_ms, flags, out)
+        self._journal_lineage()
         for key, acts in self.pending.expire(self._impression_clock(now_ms, impressions_ms)):
             self._orphans(key, acts, now_ms, out)
         for key, _ in self.late.expire(now_ms):
@@ -393,7 +401,8 @@ class JoinCore:
             self._write_entry(key, entry)  # the restored entry must know it was sent
             return out
         delay = entry.delays[-1]
-        return [self._sample(entry.imp, now, [act.action_type], [delay], FLAG_LATE_CORRECTION)]
+        return [self._sample(entry.imp, now, [act.action_type], [delay], FLAG_LATE_CORRECTION,
+                             entry.raw)]
 
     def _late(self, key: str, rec, act: Action, now: int, row_labels: bool = True) -> list[Output]:
         """A correction from a KV row; ``row_labels=False`` ignores the labels the row says
@@ -407,7 +416,8 @@ class JoinCore:
         delay = max(0, act.event_time_ms - imp.event_time_ms)
         self._remember(key, (act.action_type,), rec.expire_ms)
         self.metrics.late_corrections += 1
-        return [self._sample(imp, now, [act.action_type], [delay], FLAG_LATE_CORRECTION)]
+        return [self._sample(imp, now, [act.action_type], [delay], FLAG_LATE_CORRECTION,
+                             rec.impression)]
 
     def _remember(self, key: str, types: tuple[str, ...], deadline: int) -> None:
         """Label types accounted for after the window (late corrections, orphans): later
@@ -446,15 +456,21 @@ class JoinCore:
             self._final_to(key, entry, now, flags, out)
         for kind, delay in entry.after:
             self.metrics.late_corrections += 1
-            out.append(self._sample(entry.imp, now, [kind], [delay], FLAG_LATE_CORRECTION))
+            out.append(self._sample(entry.imp, now, [kind], [delay], FLAG_LATE_CORRECTION, entry.raw))
         raw = entry.raw if entry.raw is not None else self._imp_codec.encode(entry.imp)
         labels = tuple(entry.labels) + tuple(k for k, _ in entry.after)
         self.kv.put(key, raw, labels, entry.imp.event_time_ms + self.cfg.window_ms,
                     self.writer, self.kv_seq)
         self.kv_seq += 1
-        if self.journal is not None:
+        self._lineage_dirty = True  # journaled once per call that closes (_journal_lineage)
+
+    def _journal_lineage(self) -> None:
+        """The lineage (with the next KV sequence number) into the journal, once per call
+        that closed entries: a checkpoint falls between calls, never inside one."""
+        if self._lineage_dirty and self.journal is not None:
             self._lineage_journaled = True
             self.journal(JournalPart.LINEAGE.key(), self._lineage_bytes())
+        self._lineage_dirty = False
 
     def _left_window(self, key: str, imp: Impression, now_ms: int) -> bool:
         """A copy of this impression already left the window (its final sample is out): it
@@ -488,7 +504,7 @@ class JoinCore:
         if sample is not None:
             out.append(sample)
 
-    def _final(self, key: str, entry: _Entry, now: int, flags: int) -> Sample | None:
+    def _final(self, key: str, entry: _Entry, now: int, flags: int) -> Sample | bytes | None:
         m = self.metrics
         entry.sent = True
         m.final_samples += 1
@@ -503,15 +519,21 @@ class JoinCore:
             if self._keep_below < (1 << 32) and zlib.crc32(key.encode()) >= self._keep_below:
                 m.dropped_negatives += 1
                 return None
-        return self._sample(entry.imp, now, list(entry.labels), list(entry.delays), flags)
+        return self._sample(entry.imp, now, list(entry.labels), list(entry.delays), flags,
+                            entry.raw)
 
     def _sample(self, imp: Impression, now: int, labels: list[str], delays: list[int],
-                flags: int) -> Sample:
-        """A sample of ``imp``; ``sample_rate`` is the policy's rate whatever the labels
-        (schemas/contracts.py SAMPLE_RATE_CONTRACT)."""
+                flags: int, raw: bytes | None = None) -> Sample | bytes:
+        """A sample of ``imp`` (``raw``: its message, if the core holds it); ``sample_rate``
+        is the policy's rate whatever the labels (schemas/contracts.py SAMPLE_RATE_CONTRACT)."""
         waits = self.metrics.label_wait_ms
         for d in delays:
             waits.append(now - imp.event_time_ms - d)
+        if self.encode_samples and raw is not None:
+            spliced = sample_from_impression(raw, now, labels, delays, 1.0,
+                                             self.cfg.negative_sample_rate, flags)
+            if spliced is not None:
+                return spliced
         return Sample(
             request_id=imp.request_id, user_id=imp.user_id, item_id=imp.item_id,
             event_time_ms=imp.event_time_ms, emit_time_ms=now, slots=imp.slots, ids=imp.ids,

@@ -199,7 +199,7 @@ class JoinFunction(KeyedCoProcessFunction):
         if core is None:
             core = JoinCore(self.bucket_cfg, self.kv, stall=self.stall, metrics=self.metrics,
                             journal=self._journal, actions_topic=self.actions_topic,
-                            action_types=self.limits.action_types)
+                            action_types=self.limits.action_types, encode_samples=True)
             items = [(k, bytes(v)) for k, v in self.journal_state.items()]
             if items:
                 log.info("joiner subtask=%d restoring bucket=%d from %d journal entries",
@@ -256,7 +256,9 @@ class JoinFunction(KeyedCoProcessFunction):
 
     def _emit(self, outputs: Iterable[Output]) -> Iterator[Emitted]:
         for out in outputs:
-            if isinstance(out, Sample):
+            if isinstance(out, bytes):  # a Sample message spliced from its impression's
+                yield out
+            elif isinstance(out, Sample):
                 yield self.sample_codec.encode(out)
             else:
                 yield self._dead_letter(out)

@@ -346,3 +346,68 @@ def test_joiner_a_restored_core_takes_a_replayed_impression_whose_kv_row_was_rol
     assert [s.request_id for s in samples(b.advance(END_OF_TIME))] == ["r1"]
     assert b.metrics.duplicate_impressions == 0
     kv.close()
+
+
+def test_encoded_samples_are_the_records_bytes(tmp_path):
+    """``encode_samples`` (the Flink job's core) writes each sample as a message spliced from
+    the impression's bytes: the same bytes as encoding the record the core gives otherwise,
+    for final samples, early ones and corrections from the window and from the KV."""
+    from schemas import Impression, codec_for
+
+    imp_codec, sample_codec = codec_for(Impression), codec_for(Sample)
+    events = [("i", "r1", 1000), ("a", "r1", 3000), ("i", "r2", 2000), ("i", "r3", 4000),
+              ("a", "r3", 5000), ("a", "r3like", 0), ("a", "r1late", 30 * MIN),
+              ("a", "r2late", 40 * MIN)]
+
+    def run(path, encode: bool) -> list:
+        core = JoinCore(JoinerConfig(window_ms=10 * MIN, orphan_wait_ms=MIN, stall_policy="off",
+                                     policy="early", negative_sample_rate=0.5,
+                                     kv_path=str(path)), encode_samples=encode)
+        out: list = []
+        for kind, rid, t in events:
+            if kind == "i":
+                rec = imp(rid, t)
+                out += core.on_impression(rec, t, raw=imp_codec.encode(rec))
+            elif rid == "r3like":
+                out += core.on_action(act("r3", 6000, "like"), 6000)
+            else:
+                label = "like" if rid.endswith("late") else "click"  # late: from the KV row
+                out += core.on_action(act(rid.removesuffix("late"), t, label), t)
+            out += core.advance(t)
+        out += core.advance(END_OF_TIME)
+        core.close()
+        return out
+
+    plain = [sample_codec.encode(o) for o in run(tmp_path / "a", False) if isinstance(o, Sample)]
+    spliced = run(tmp_path / "b", True)
+    assert all(isinstance(o, bytes) for o in spliced)
+    # early r1 and r3; corrections: r3 in its window, r1 and r2 (its negative down-sampled) from the KV
+    assert spliced == plain and len(plain) == 5
+    assert {sample_codec.decode(b).flags for b in spliced} >= {FLAG_EARLY, FLAG_LATE_CORRECTION}
+
+
+def test_lineage_is_journaled_once_per_call_that_closes(tmp_path):
+    """Closing a window moves the KV sequence number the lineage journals; a call that
+    closes many windows journals it once (a checkpoint never falls inside a call), and a
+    restored core continues from that number."""
+    writes: list[str] = []
+    journal = Journal()
+
+    def counting(key: str, data: bytes | None) -> None:
+        writes.append(key)
+        journal(key, data)
+
+    cfg = JoinerConfig(window_ms=10 * MIN, orphan_wait_ms=MIN, stall_policy="off",
+                       kv_path=str(tmp_path / "kv"))
+    core = JoinCore(cfg, journal=counting)
+    for i in range(50):
+        core.on_impression(imp(f"r{i}", 1000 + i), 1000 + i)
+    lineage = JournalPart.LINEAGE.key()
+    assert lineage not in writes
+    assert len(core.advance(20 * MIN)) == 50
+    assert writes.count(lineage) == 1 and core.kv_seq == 50
+    core.close()
+    restored = JoinCore(cfg, journal=journal)
+    restored.restore(journal.items())
+    assert restored.kv_seq == 50 and restored.lineage[0] == (core.writer, 0)
+    restored.close()

@@ -1,0 +1,96 @@
+"""A Sample's Avro message put together from its impression's message, without decoding
+and re-encoding the features: the Sample schema is the Impression's fields in the same
+order (schema_version, request_id, user_id, item_id, event_time_ms, then slots, ids,
+dense) with emit_time_ms after event_time_ms and the label fields after dense, so the
+impression's bytes are copied in two runs around emit_time_ms and the tail is written.
+The joiner writes every sample this way (``JoinCore(..., encode_samples=True)``); the
+bytes equal ``codec_for(Sample).encode`` of the same Sample (tests/schemas/test_splice.py).
+
+>>> from schemas import Impression, Sample, codec_for
+>>> imp = Impression("r1", user_id=7, item_id=42, event_time_ms=1000, slots=[1], ids=[9])
+>>> raw = sample_from_impression(codec_for(Impression).encode(imp), 1500, ["click"], [500])
+>>> codec_for(Sample).decode(raw).label_types
+['click']
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from schemas.codec import HEADER_LEN, codec_for
+from schemas.peek import varint_end, zigzag
+from schemas.records import Impression, Sample
+
+_FLOAT = struct.Struct("<f")
+_IMPRESSION_HEADERS = codec_for(Impression).own_headers
+_SAMPLE_HEADER = codec_for(Sample).encode(Sample("", 0, 0, 0, 0))[:HEADER_LEN]
+_SCHEMA_VERSION: int = Sample("", 0, 0, 0, 0).schema_version
+
+
+def write_long(value: int) -> bytes:
+    """An Avro int/long: zigzag, then base-128 varint."""
+    n = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _strings(values: Sequence[str]) -> bytes:
+    if not values:
+        return b"\x00"
+    parts = [write_long(len(values))]
+    for v in values:
+        b = v.encode()
+        parts += (write_long(len(b)), b)
+    parts.append(b"\x00")
+    return b"".join(parts)
+
+
+def _longs(values: Sequence[int]) -> bytes:
+    if not values:
+        return b"\x00"
+    return b"".join([write_long(len(values)), *map(write_long, values), b"\x00"])
+
+
+_HEAD = write_long(_SCHEMA_VERSION)
+
+
+def _check_layout() -> None:
+    """The splice holds only while Sample = Impression's fields with emit_time_ms after
+    event_time_ms and the label fields after them: a schema change that breaks this fails
+    at import, not as corrupt samples."""
+    imp = [(f["name"], f["type"]) for f in codec_for(Impression).schema["fields"]]
+    sample = [(f["name"], f["type"]) for f in codec_for(Sample).schema["fields"]]
+    cut = [name for name, _ in imp].index("event_time_ms") + 1
+    tail = [("label_types", {"type": "array", "items": "string"}),
+            ("label_delays_ms", {"type": "array", "items": "long"}),
+            ("weight", "float"), ("sample_rate", "float"), ("flags", "int")]
+    if sample != imp[:cut] + [("emit_time_ms", "long")] + imp[cut:] + tail:
+        raise AssertionError("schemas/splice.py: the Sample schema is no longer the Impression "
+                             "schema plus emit_time_ms and the label fields; update the splice")
+
+
+_check_layout()
+
+
+def sample_from_impression(impression: bytes, emit_time_ms: int, label_types: Sequence[str],
+                           label_delays_ms: Sequence[int], weight: float = 1.0,
+                           sample_rate: float = 1.0, flags: int = 0) -> bytes | None:
+    """The Sample message of ``impression`` (an Impression message written with the current
+    schema) with these label fields; None when the impression was written with another
+    schema version (the caller encodes the decoded record instead). Raises IndexError on
+    truncated bytes (a decoded impression's own bytes are never that)."""
+    if impression[:HEADER_LEN] not in _IMPRESSION_HEADERS:
+        return None
+    start = varint_end(impression, HEADER_LEN)  # past schema_version
+    n, pos = zigzag(impression, start)  # request_id's length
+    pos = varint_end(impression, pos + n)  # past user_id
+    pos = varint_end(impression, pos)  # past item_id
+    pos = varint_end(impression, pos)  # past event_time_ms
+    return b"".join((_SAMPLE_HEADER, _HEAD, impression[start:pos], write_long(emit_time_ms),
+                     impression[pos:], _strings(label_types), _longs(label_delays_ms),
+                     _FLOAT.pack(weight), _FLOAT.pack(sample_rate), write_long(flags)))

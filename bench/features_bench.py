@@ -1,5 +1,6 @@
 """Benchmark of dedup + realtime features: events/s per slot of the Flink job against the
-same topology forwarding bytes (bench/bare_operators.py) in the same run, the core's speed
+same topology forwarding bytes and the same decoding and encoding each record
+(bench/bare_operators.py: ``bare`` and ``codec``) in the same run, the core's speed
 and state size per million entities, online-store lookup latency, and a Flink SQL
 OVER-window aggregation for the SQL-vs-Python decision.
 
@@ -158,13 +159,17 @@ def backlog(kafka, span: str, seconds: float, impressions: int, users: int,
     return base, sum(produce(events, kafka, base).values())
 
 
-def flink_run(kafka, base: TopicsConfig, n_in: int, name: str, bare: bool,
+JOBS = ("bare", "codec", "features")  # the two baselines (bench/bare_operators.py KINDS), the job
+
+
+def flink_run(kafka, base: TopicsConfig, n_in: int, name: str, job: str,
               parallelism: int = 1) -> dict:
-    """One bounded run of the feature job (or its bare twin) over ``base``'s inputs into
-    output topics of its own; events/s from first input read to last output written."""
+    """One bounded run of the feature job (or a baseline: ``job`` bare | codec) over
+    ``base``'s inputs into output topics of its own; events/s from first input read to
+    last output written."""
     topics, outs = output_topics(kafka, base, name)
-    start = bare_command("features") if bare else [sys.executable, "-m", "streamtrain.cli",
-                                                   "features"]
+    start = [sys.executable, "-m", "streamtrain.cli", "features"] if job == "features" \
+        else bare_command("features", job)
     cmd = [*start, *job_flags(kafka, topics, name, parallelism)]
     t0 = time.monotonic()
     res = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
@@ -172,7 +177,7 @@ def flink_run(kafka, base: TopicsConfig, n_in: int, name: str, bare: bool,
     if res.returncode != 0:
         raise RuntimeError(f"{name} failed: {res.stderr[-2000:]}")
     span, counts = input_to_output_s(kafka, list(outs.values()))
-    r = {"job": "bare" if bare else "features", "parallelism": parallelism, "input_events": n_in,
+    r = {"job": job, "parallelism": parallelism, "input_events": n_in,
          "outputs": {role: counts[t] for role, t in outs.items()}, "active_s": round(span, 2),
          "events_per_s": round(n_in / span), "wall_s_with_startup": round(wall, 1)}
     print(f"{name}: {r['events_per_s']:,} events/s ({n_in:,} events, {r['active_s']}s "
@@ -182,7 +187,7 @@ def flink_run(kafka, base: TopicsConfig, n_in: int, name: str, bare: bool,
 
 def flink_runs(impressions: int, users: int, items: int, long_days: float,
                parallelism: int = 2) -> dict:
-    """The feature job against its bare twin (same sources, keying, sinks) in the same run,
+    """The feature job against its baselines (same sources, keying, sinks) in the same run,
     on an hour of event time and on ``long_days`` (same impression count); the hour span
     also at ``parallelism`` (whole-job figures; 1 = skip)."""
     out: dict = {"impressions": impressions, "users": users, "items": items,
@@ -193,14 +198,12 @@ def flink_runs(impressions: int, users: int, items: int, long_days: float,
     with kafka_for_bench(None) as kafka:
         for span, seconds in spans.items():
             base, n_in = backlog(kafka, span, seconds, impressions, users, items)
-            for bare in (True, False):
-                name = f"{span}-{'bare' if bare else 'features'}"
-                out["runs"].append(flink_run(kafka, base, n_in, name, bare) | {"span": span})
+            for job in JOBS:
+                out["runs"].append(flink_run(kafka, base, n_in, f"{span}-{job}", job) | {"span": span})
             if span == "hour" and parallelism > 1:
-                for bare in (True, False):
-                    name = f"{span}-{'bare' if bare else 'features'}-p{parallelism}"
-                    out["runs"].append(flink_run(kafka, base, n_in, name, bare, parallelism)
-                                       | {"span": span})
+                for job in JOBS:
+                    out["runs"].append(flink_run(kafka, base, n_in, f"{span}-{job}-p{parallelism}",
+                                                 job, parallelism) | {"span": span})
     rate = {(r["span"], r["job"]): r["events_per_s"] for r in out["runs"] if r["parallelism"] == 1}
     if parallelism > 1:
         par = {r["job"]: r["events_per_s"] for r in out["runs"] if r["parallelism"] > 1}
@@ -208,10 +211,14 @@ def flink_runs(impressions: int, users: int, items: int, long_days: float,
             "parallelism": parallelism,
             "features": round(par["features"] / rate["hour", "features"], 3),
             "bare": round(par["bare"] / rate["hour", "bare"], 3),
-            "features_over_bare": round(par["features"] / par["bare"], 3)}
+            "codec": round(par["codec"] / rate["hour", "codec"], 3),
+            "features_over_bare": round(par["features"] / par["bare"], 3),
+            "features_over_codec": round(par["features"] / par["codec"], 3)}
     out["features_over_bare"] = round(rate["hour", "features"] / rate["hour", "bare"], 3)
+    out["features_over_codec"] = round(rate["hour", "features"] / rate["hour", "codec"], 3)
     if "long" in spans:
         out["features_over_bare_long"] = round(rate["long", "features"] / rate["long", "bare"], 3)
+        out["features_over_codec_long"] = round(rate["long", "features"] / rate["long", "codec"], 3)
         out["features_long_over_hour"] = round(rate["long", "features"] / rate["hour", "features"], 3)
         out["bare_long_over_hour"] = round(rate["long", "bare"] / rate["hour", "bare"], 3)
     return out
@@ -264,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         result["flink_job"] = flink_runs(args.flink_impressions, args.flink_users,
                                          args.flink_items, args.long_days, args.parallelism)
         fj = result["flink_job"]
-        print(f"flink job (parallelism 1 = one slot): features / bare = "
-              f"{fj['features_over_bare']}; long / hour span: "
+        print(f"flink job (parallelism 1 = one slot): features / codec baseline = "
+              f"{fj['features_over_codec']}, / bare = {fj['features_over_bare']}; long / hour span: "
               f"{fj.get('features_long_over_hour')}; parallelism scaling: "
               f"{fj.get('parallelism_scaling')}", flush=True)
     if not args.skip_flink and not args.skip_sql:

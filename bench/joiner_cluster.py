@@ -102,7 +102,7 @@ def job_run(kafka, base: TopicsConfig, work: Path, args, name: str, bare: bool,
     create_topics(kafka, topics)
     log_append_time(kafka, [topics.samples, topics.dead_letter])
     extra = ["--bounded", "joiner.window_ms=10000", f"flink.parallelism={parallelism}"]
-    cmd = _cmd(kafka, topics, work / name, args, *extra, bare=bare)
+    cmd = _cmd(kafka, topics, work / name, args, *extra, job="bare" if bare else "joiner")
     start = len(bare_operators.bare_command("join")) if bare else 4  # python -m streamtrain.cli join
     return cmd[start:], {"samples": topics.samples, "dead_letter": topics.dead_letter}
 

@@ -1,7 +1,9 @@
-"""The joiner job end to end on the local MiniCluster (Kafka in -> Kafka out), against a
-bare pass-through of the same shape (two Kafka sources, connect, key by join bucket, a
-keyed co-process function that forwards bytes, Kafka sink: bench/bare_operators.py) in the
-same run, on two event-time spans of the same event count (an hour, and ``--long-days``),
+"""The joiner job end to end on the local MiniCluster (Kafka in -> Kafka out), against two
+baselines of the same shape (two Kafka sources, connect, key by join bucket, a keyed
+co-process function, Kafka sink: bench/bare_operators.py) in the same run: ``bare``
+forwards bytes, ``codec`` decodes each record and encodes what it writes (an impression
+as a Sample without labels; issue 15's baseline: "the same sources, sinks, decode and
+encode"). Two event-time spans of the same event count (an hour, and ``--long-days``),
 plus the join latency from action to sample written (policy ``early``, live paced traffic).
 
 Throughput: every job reads the same backlog (parallelism 1 = one slot; the hour span is
@@ -49,9 +51,12 @@ from streamtrain.paths import REPO_ROOT
 from traffic.generator import GeneratorConfig, TrafficGenerator
 from traffic.producer import produce
 
+JOBS = ("bare", "codec", "joiner")  # the two baselines (bench/bare_operators.py KINDS), the job
 
-def _cmd(kafka, topics, work: Path, args, *extra: str, bare: bool = False) -> list[str]:
-    start = bare_command("join") if bare else [sys.executable, "-m", "streamtrain.cli", "join"]
+
+def _cmd(kafka, topics, work: Path, args, *extra: str, job: str = "joiner") -> list[str]:
+    start = [sys.executable, "-m", "streamtrain.cli", "join"] if job == "joiner" \
+        else bare_command("join", job)
     cmd = [*start,
            "--set", f"kafka.bootstrap={kafka.bootstrap}",
            "--set", f"joiner_job.checkpoint_dir={work / 'chk'}",
@@ -68,16 +73,16 @@ def _cmd(kafka, topics, work: Path, args, *extra: str, bare: bool = False) -> li
     return cmd
 
 
-def throughput(kafka, topics, work, args, n_in: int, bare: bool, parallelism: int = 1) -> dict:
+def throughput(kafka, topics, work, args, n_in: int, job: str, parallelism: int = 1) -> dict:
     extra = ["--bounded", "joiner.window_ms=10000", f"flink.parallelism={parallelism}"]
     t0 = time.monotonic()
-    res = subprocess.run(_cmd(kafka, topics, work, args, *extra, bare=bare), cwd=REPO_ROOT,
+    res = subprocess.run(_cmd(kafka, topics, work, args, *extra, job=job), cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=900)
     wall = time.monotonic() - t0
     if res.returncode != 0:
         raise SystemExit(res.stderr[-3000:])
     span, counts = input_to_output_s(kafka, [topics.samples, topics.dead_letter])
-    return {"job": "bare" if bare else "joiner", "parallelism": parallelism, "input_events": n_in,
+    return {"job": job, "parallelism": parallelism, "input_events": n_in,
             "output_records": counts[topics.samples], "dead_letters": counts[topics.dead_letter],
             "active_s": round(span, 2), "events_per_s": round(n_in / span),
             "wall_s_with_startup": round(wall, 1)}
@@ -133,13 +138,13 @@ def backlog(kafka, span: str, n_impressions: int, long_days: float) -> tuple[Top
 
 
 def run_job(kafka, base: TopicsConfig, work: Path, args, n_in: int, span: str,
-            bare: bool, parallelism: int = 1) -> dict:
-    name = f"{span}-{'bare' if bare else 'join'}" + (f"-p{parallelism}" if parallelism > 1 else "")
+            job: str, parallelism: int = 1) -> dict:
+    name = f"{span}-{job}" + (f"-p{parallelism}" if parallelism > 1 else "")
     topics = replace(base, samples=f"{base.samples}.{name}",
                      dead_letter=f"{base.dead_letter}.{name}")
     create_topics(kafka, topics)
     log_append_time(kafka, [topics.samples, topics.dead_letter])
-    r = throughput(kafka, topics, work / name, args, n_in, bare, parallelism) | {"span": span}
+    r = throughput(kafka, topics, work / name, args, n_in, job, parallelism) | {"span": span}
     print(f"{r['job']} ({span} span, parallelism {parallelism}): {r['events_per_s']:,} events/s "
           f"({n_in:,} events, {r['output_records']:,} out, {r['active_s']}s first input -> "
           f"last output, {r['wall_s_with_startup']}s with start-up)", flush=True)
@@ -174,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[dict] = []
         for span in spans:
             base, n_in = backlog(kafka, span, args.impressions, args.long_days)
-            for bare in (True, False):
-                runs.append(run_job(kafka, base, work, args, n_in, span, bare))
+            for job in JOBS:
+                runs.append(run_job(kafka, base, work, args, n_in, span, job))
             if span == "hour" and args.parallelism > 1:
-                for bare in (True, False):
-                    runs.append(run_job(kafka, base, work, args, n_in, span, bare,
+                for job in JOBS:
+                    runs.append(run_job(kafka, base, work, args, n_in, span, job,
                                         args.parallelism))
         rate = {(r["span"], r["job"]): r["events_per_s"] for r in runs if r["parallelism"] == 1}
         result: dict = {"mode": args.mode, "bundle_size": args.bundle, "parallelism": 1,
@@ -186,13 +191,17 @@ def main(argv: list[str] | None = None) -> int:
                         "long_days": args.long_days, "throughput": runs,
                         "timing": "first input read (earliest output: a start marker written out) "
                                   "-> last output written, broker append times",
-                        "joiner_over_bare": round(rate["hour", "joiner"] / rate["hour", "bare"], 3)}
-        print(f"joiner / bare (hour span) = {result['joiner_over_bare']:.2f}")
+                        "joiner_over_bare": round(rate["hour", "joiner"] / rate["hour", "bare"], 3),
+                        "joiner_over_codec": round(rate["hour", "joiner"] / rate["hour", "codec"], 3)}
+        print(f"joiner / codec baseline (hour span) = {result['joiner_over_codec']:.2f}; "
+              f"joiner / bare = {result['joiner_over_bare']:.2f}")
         if "long" in spans:
             result["joiner_over_bare_long"] = round(rate["long", "joiner"] / rate["long", "bare"], 3)
+            result["joiner_over_codec_long"] = round(rate["long", "joiner"] / rate["long", "codec"], 3)
             result["joiner_long_over_hour"] = round(rate["long", "joiner"] / rate["hour", "joiner"], 3)
             result["bare_long_over_hour"] = round(rate["long", "bare"] / rate["hour", "bare"], 3)
-            print(f"joiner / bare ({args.long_days:g}-day span) = {result['joiner_over_bare_long']:.2f}; "
+            print(f"joiner / codec baseline ({args.long_days:g}-day span) = "
+                  f"{result['joiner_over_codec_long']:.2f} (/ bare {result['joiner_over_bare_long']:.2f}); "
                   f"long / hour span: joiner {result['joiner_long_over_hour']:.2f}, "
                   f"bare {result['bare_long_over_hour']:.2f}")
         if args.parallelism > 1:
@@ -201,10 +210,12 @@ def main(argv: list[str] | None = None) -> int:
                 "parallelism": args.parallelism,
                 "joiner": round(par["joiner"] / rate["hour", "joiner"], 3),
                 "bare": round(par["bare"] / rate["hour", "bare"], 3),
-                "joiner_over_bare": round(par["joiner"] / par["bare"], 3)}
+                "codec": round(par["codec"] / rate["hour", "codec"], 3),
+                "joiner_over_bare": round(par["joiner"] / par["bare"], 3),
+                "joiner_over_codec": round(par["joiner"] / par["codec"], 3)}
             ps = result["parallelism_scaling"]
             print(f"parallelism {args.parallelism} / 1 (hour span, whole job): joiner "
-                  f"{ps['joiner']:.2f}, bare {ps['bare']:.2f}")
+                  f"{ps['joiner']:.2f}, bare {ps['bare']:.2f}, codec {ps['codec']:.2f}")
         if not args.skip_latency:
             live = fresh_topics(kafka, "joinerlat")
             log_append_time(kafka, [live.samples])

@@ -8,7 +8,9 @@ run FeatureStep inside Flink tasks, one EntityState per key in a ValueState.
                                                                             side: actions, updates
 
 Timers: an event-time timer at each pending impression's time (Flink fires it once the
-watermark reaches it) and one at ``cleanup_ms`` that drops an entity whose history aged out.
+watermark reaches it) and one at ``cleanup_ms`` that drops an entity whose history aged out
+(one at a time per key, its time in a ValueState; when it fires early, because events came
+since, it registers the next).
 
 State, per key: the EntityState (pickled ValueState) written every ``LOG_LIMIT`` records,
 the records taken since in a log (ListState of (watermark, kind, Avro bytes): a record
@@ -135,6 +137,10 @@ class _StepFunction:
         # whatever the (older) EntityState and log still hold (on_timer)
         self.released = runtime_context.get_state(
             ValueStateDescriptor(f"{self.entity}-released", Types.LONG()))
+        # the key's registered cleanup tick (one at a time: _timers), so a key read from
+        # Flink registers what the live object would have
+        self.cleanup = runtime_context.get_state(
+            ValueStateDescriptor(f"{self.entity}-cleanup", Types.LONG()))
         self.imp_codec, self.act_codec = codec_for(Impression), codec_for(Action)
         self.fu_codec = codec_for(FeatureUpdate)
         self.features_tag = features_tag()
@@ -203,6 +209,7 @@ class _StepFunction:
         self._released(state, self.released.value())
         entry = self.cache.put(key, state)
         entry.log_len = len(log)
+        entry.cleanup_ms = self.cleanup.value()
         return entry
 
     def _released(self, state: EntityState, released: int | None) -> None:
@@ -236,7 +243,7 @@ class _StepFunction:
             self.state.update(state)
             self.log.clear()
             entry.log_len = 0
-        self._timers(entry, ctx, grown=True)
+        self._timers(entry, ctx)
         return self._outputs(outs)
 
     def on_timer(self, timestamp: int, ctx: TimerContext) -> Iterator[Emitted]:
@@ -260,33 +267,37 @@ class _StepFunction:
             self.state.clear()
             self.log.clear()
             self.released.clear()
+            self.cleanup.clear()
             self.cache.drop(key)
             self.metrics.entities_dropped += 1
         else:
             # a timer only releases pending records and prunes: it writes its time, not the
             # whole state; a key read from Flink does the same again (_read)
             self.released.update(timestamp)
-            self._timers(entry, ctx, grown=False)
+            self._timers(entry, ctx)
         yield from self._emit(outs)
 
     def _outputs(self, outs: list[Output]) -> list[Output]:
         self.metrics.on_outputs(outs)
         return outs
 
-    def _timers(self, entry: CachedState[EntityState], ctx: Context, grown: bool) -> None:
-        """Register a timer only where its time changed: the oldest pending record's when it
-        is earlier than the one registered, the cleanup tick when new events (``grown``)
-        moved it."""
+    def _timers(self, entry: CachedState[EntityState], ctx: Context) -> None:
+        """Register a timer only where one is missing: the oldest pending record's when it
+        is earlier than the one registered; a cleanup tick when none is registered. New
+        events move an entity's cleanup later; the cleanup timer that fires before it finds
+        the history still there and registers the next one (on_timer). One cleanup timer
+        per entity at a time: registering one per event that moved it made a timer per
+        event, each of which fired (a JVM call into Python and a state write)."""
         state = entry.state
         at = self.step.next_timer_ms(state)
         if at is not None and (entry.timer_ms is None or at < entry.timer_ms):
             ctx.timer_service().register_event_time_timer(at)
             entry.timer_ms = at
-        if grown or entry.cleanup_ms is None:
+        if entry.cleanup_ms is None:
             cleanup = -(-self.step.cleanup_ms(state) // CLEANUP_TICK_MS) * CLEANUP_TICK_MS
-            if cleanup != entry.cleanup_ms:
-                ctx.timer_service().register_event_time_timer(cleanup)
-                entry.cleanup_ms = cleanup
+            ctx.timer_service().register_event_time_timer(cleanup)
+            self.cleanup.update(cleanup)
+            entry.cleanup_ms = cleanup
 
     def _emit(self, outs: list[Output]) -> Iterator[Emitted]:
         raise NotImplementedError

@@ -8,9 +8,10 @@ it equals what Flink holds. The cache lives in the function instance and is made
 ``open()``: a restored or restarted task starts empty and reads Flink's state again.
 
 It also remembers, per key, the event-time timers this instance registered (the next
-pending record's and the cleanup tick), so a record registers a timer only when that time
-changes; an entry read from Flink (a miss) does not know them and registers again
-(Flink keeps one timer per key and time: a repeat is a no-op).
+pending record's and the cleanup tick), so a record registers a timer only where one is
+missing or later; an entry read from Flink (a miss) knows the cleanup tick (kept in state) but
+not the pending timer, which it registers again (Flink keeps one timer per key and time:
+a repeat is a no-op).
 
 >>> cache = StateCache(capacity=2)
 >>> cache.put(1, "a").state, cache.put(2, "b").state, cache.put(3, "c").state
@@ -34,7 +35,7 @@ class CachedState(Generic[S]):
     def __init__(self, state: S) -> None:
         self.state = state
         self.timer_ms: int | None = None  # earliest registered, not yet fired pending timer
-        self.cleanup_ms: int | None = None  # newest registered cleanup tick
+        self.cleanup_ms: int | None = None  # the registered, not yet fired cleanup tick
         self.log_len: int | None = None  # records in the key's log of changes (flink_functions)
 
 

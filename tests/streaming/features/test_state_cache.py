@@ -8,6 +8,7 @@ from __future__ import annotations
 import heapq
 import pickle
 import random
+from collections.abc import Callable
 
 from schemas import Action, Impression, codec_for
 from streaming.features.flink_functions import (
@@ -121,9 +122,11 @@ def _traffic(n: int, seed: int) -> list[tuple[int, bytes]]:
     return out
 
 
-def _run_item(events: list[tuple[int, bytes]], cache_size: int) -> tuple[list, int]:
+def _run_item(events: list[tuple[int, bytes]], cache_size: int,
+              after: Callable[[_Backend], None] | None = None) -> tuple[list, int]:
     """The item function over ``events`` (watermark: max seen - 5 s, timers fired in time
-    order), all outputs in order, and the timer registrations it made."""
+    order; ``after`` looks at the backend after each record's), all outputs in order, and
+    the timer registrations it made."""
     fn = ItemFeatureFunction(SPEC, cache_size=cache_size)
     be = _Backend()
     fn.open(be)
@@ -135,7 +138,11 @@ def _run_item(events: list[tuple[int, bytes]], cache_size: int) -> tuple[list, i
         outs += _plain(fn.process_element((kind, rec.item_id, raw), be))
         seen = max(seen, rec.event_time_ms)
         _advance(fn, be, seen - 5000, outs)
+        if after is not None:
+            after(be)
     _advance(fn, be, 2**62, outs)
+    if after is not None:
+        after(be)
     return outs, be.registrations
 
 
@@ -220,21 +227,22 @@ def test_one_cleanup_timer_per_key_at_a_time():
     from streaming.features.flink_functions import CLEANUP_TICK_MS
 
     events = _traffic(600, seed=7)
+
+    class Ticks:
+        """The most cleanup ticks one key had registered at once, and the last backend."""
+
+        def __init__(self) -> None:
+            self.most = 0
+            self.backend: _Backend | None = None
+
+        def __call__(self, be: _Backend) -> None:
+            keys = [key for t, key in be.registered if t % CLEANUP_TICK_MS == 0]
+            self.most = max([self.most, *(keys.count(k) for k in set(keys))])
+            self.backend = be
+
     for cache_size in (1000, 0):
-        fn = ItemFeatureFunction(SPEC, cache_size=cache_size)
-        be = _Backend()
-        fn.open(be)
-        outs: list = []
-        seen = -(2**63)
-        most = 0
-        for kind, raw in events:
-            rec = codec_for(Impression if kind == KIND_IMPRESSION else Action).decode(raw)
-            be.key = rec.item_id
-            outs += _plain(fn.process_element((kind, rec.item_id, raw), be))
-            seen = max(seen, rec.event_time_ms)
-            _advance(fn, be, seen - 5000, outs)
-            ticks = [key for t, key in be.registered if t % CLEANUP_TICK_MS == 0]
-            most = max([most, *(ticks.count(k) for k in set(ticks))])
-        _advance(fn, be, 2**62, outs)
-        assert most == 1, cache_size
-        assert not be.registered and not be.data  # every key's state dropped at the end
+        ticks = Ticks()
+        _run_item(events, cache_size, ticks)
+        assert ticks.most == 1, cache_size
+        assert ticks.backend is not None
+        assert not ticks.backend.registered and not ticks.backend.data  # every key dropped

@@ -6,7 +6,9 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -18,12 +20,33 @@ RESULTS_DIR = Path(__file__).parent / "results"
 
 
 @contextlib.contextmanager
+def exit_on_sigterm():
+    """While inside: SIGTERM ends the process as an exception would (``SystemExit(143)``),
+    so the ``finally`` blocks run and what the benchmark started (its broker, the jobs
+    ``subprocess.run`` waits on) stops with it. Only in the main thread (where signals are
+    handled); elsewhere it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def kafka_for_bench(bootstrap: str | None):
-    """The broker at ``bootstrap``, or a fresh local one for the duration of the benchmark."""
+    """The broker at ``bootstrap``, or a fresh local one for the duration of the benchmark
+    (stopped on SIGTERM too: ``exit_on_sigterm``)."""
     if bootstrap:
         yield KafkaConfig(bootstrap=bootstrap)
         return
-    with tempfile.TemporaryDirectory(prefix="streamtrain-bench-") as tmp:
+    with exit_on_sigterm(), tempfile.TemporaryDirectory(prefix="streamtrain-bench-") as tmp:
         broker = LocalKafka(LocalKafkaConfig(port=free_port(), controller_port=free_port(),
                                              data_dir=Path(tmp), heap="1g"))
         broker.start()

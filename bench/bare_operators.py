@@ -52,29 +52,6 @@ def as_sample(imp: Impression) -> Sample:
                   slots=imp.slots, ids=imp.ids, dense=imp.dense)
 
 
-class CodecForwardFunction(KeyedCoProcessFunction):
-    """The joiner's codec twin: an impression decoded and written as a Sample without
-    labels, an action decoded and written again; undecodable bytes forwarded."""
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self.imp_codec, self.act_codec = codec_for(Impression), codec_for(Action)
-        self.sample_codec = codec_for(Sample)
-
-    def process_element1(self, value: bytes,
-                         ctx: KeyedCoProcessFunction.Context) -> Iterator[bytes]:
-        try:
-            yield self.sample_codec.encode(as_sample(self.imp_codec.decode(bytes(value))))
-        except DecodeError:
-            yield value
-
-    def process_element2(self, value: bytes,
-                         ctx: KeyedCoProcessFunction.Context) -> Iterator[bytes]:
-        try:
-            yield self.act_codec.encode(self.act_codec.decode(bytes(value)))
-        except DecodeError:
-            yield value
-
-
 class BareUser(KeyedCoProcessFunction):
     """The feature job's bare user step: each record forwarded in the step record shape."""
 
@@ -107,6 +84,26 @@ class _Recode:
             return codec.encode(codec.decode(bytes(value)))
         except DecodeError:
             return value
+
+
+class CodecForwardFunction(_Recode, KeyedCoProcessFunction):
+    """The joiner's codec twin: an impression decoded and written as a Sample without
+    labels, an action decoded and written again; undecodable bytes forwarded."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        super().open(runtime_context)
+        self.sample_codec = codec_for(Sample)
+
+    def process_element1(self, value: bytes,
+                         ctx: KeyedCoProcessFunction.Context) -> Iterator[bytes]:
+        try:
+            yield self.sample_codec.encode(as_sample(self.codecs[KIND_IMPRESSION].decode(bytes(value))))
+        except DecodeError:
+            yield value
+
+    def process_element2(self, value: bytes,
+                         ctx: KeyedCoProcessFunction.Context) -> Iterator[bytes]:
+        yield self.recode(KIND_ACTION, value)
 
 
 class CodecUser(_Recode, KeyedCoProcessFunction):

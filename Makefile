@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
-infra/jars/.fetched: infra/pom.xml
+infra/jars/.fetched: infra/pom.xml $(VENV)/.installed
 	mvn -q -B -f infra/pom.xml package
+	$(PY) -c "from streaming.jvm_ops import ops_jar; ops_jar()"  # jvm/flink-ops (javac; rebuilt on change)
 	touch $@
 
 demo: setup

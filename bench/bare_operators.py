@@ -9,6 +9,9 @@ benchmark measures what the job's own work costs over the Flink path. Two kinds:
   does). This is issue 15's baseline, "a bare keyed PyFlink job with the same sources,
   sinks, decode and encode": what any Python job of this shape pays before its own logic.
   Undecodable bytes (the benchmarks' start markers) are forwarded as they are.
+- ``pycodec``: ``codec`` keyed as a plain PyFlink job keys, by Python key selectors
+  (``flink.jvm_ops=false``), where the others and the jobs key in the JVM
+  (streaming/jvm_ops.py): the baseline a user would write without jvm/flink-ops.
 
     python -m bench.bare_operators join --bounded --set ...            # the joiner job, bare
     python -m bench.bare_operators join --codec --bounded --set ...    # ... with decode + encode
@@ -29,7 +32,7 @@ from schemas import Action, Impression, Sample, codec_for
 from schemas.errors import DecodeError
 from streaming.features.flink_functions import KIND_ACTION, KIND_IMPRESSION, StepRecord
 
-KINDS = ("bare", "codec")  # bytes forwarded | decoded and encoded (issue 15's baseline)
+KINDS = ("bare", "codec", "pycodec")  # bytes forwarded | decoded and encoded | ... keyed in Python
 
 
 class ForwardFunction(KeyedCoProcessFunction):
@@ -132,12 +135,13 @@ JOBS = ("join", "features")
 
 def bare_command(job: str, kind: str = "bare") -> list[str]:
     """The command line start of ``job``'s baseline (``join`` | ``features``; ``kind`` bare
-    | codec), run from the repository root; the job's flags follow."""
+    | codec | pycodec), run from the repository root; the job's flags follow."""
     if job not in JOBS:
         raise ValueError(f"no bare baseline for {job!r}: one of {JOBS}")
     if kind not in KINDS:
         raise ValueError(f"no baseline kind {kind!r}: one of {KINDS}")
-    return [sys.executable, "-m", "bench.bare_operators", job, *(["--codec"] if kind == "codec" else [])]
+    flags = {"bare": [], "codec": ["--codec"], "pycodec": ["--codec", "--set", "flink.jvm_ops=false"]}
+    return [sys.executable, "-m", "bench.bare_operators", job, *flags[kind]]
 
 
 def run_bare(job: str, argv: list[str], kind: str = "bare") -> int:

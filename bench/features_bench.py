@@ -159,7 +159,7 @@ def backlog(kafka, span: str, seconds: float, impressions: int, users: int,
     return base, sum(produce(events, kafka, base).values())
 
 
-JOBS = ("bare", "codec", "features")  # the two baselines (bench/bare_operators.py KINDS), the job
+JOBS = ("bare", "codec", "pycodec", "features")  # the three baselines (bench/bare_operators.py KINDS), the job
 
 
 def flink_run(kafka, base: TopicsConfig, n_in: int, name: str, job: str,
@@ -216,6 +216,7 @@ def flink_runs(impressions: int, users: int, items: int, long_days: float,
             "features_over_codec": round(par["features"] / par["codec"], 3)}
     out["features_over_bare"] = round(rate["hour", "features"] / rate["hour", "bare"], 3)
     out["features_over_codec"] = round(rate["hour", "features"] / rate["hour", "codec"], 3)
+    out["features_over_pycodec"] = round(rate["hour", "features"] / rate["hour", "pycodec"], 3)
     if "long" in spans:
         out["features_over_bare_long"] = round(rate["long", "features"] / rate["long", "bare"], 3)
         out["features_over_codec_long"] = round(rate["long", "features"] / rate["long", "codec"], 3)
@@ -272,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                                          args.flink_items, args.long_days, args.parallelism)
         fj = result["flink_job"]
         print(f"flink job (parallelism 1 = one slot): features / codec baseline = "
-              f"{fj['features_over_codec']}, / bare = {fj['features_over_bare']}; long / hour span: "
+              f"{fj['features_over_codec']}, / bare = {fj['features_over_bare']}, / codec keyed in "
+              f"Python = {fj['features_over_pycodec']}; long / hour span: "
               f"{fj.get('features_long_over_hour')}; parallelism scaling: "
               f"{fj.get('parallelism_scaling')}", flush=True)
     if not args.skip_flink and not args.skip_sql:

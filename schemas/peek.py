@@ -40,11 +40,21 @@ def zigzag(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+def length(data: bytes, pos: int) -> tuple[int, int]:
+    """(length, next position) of the string/bytes length at ``pos``; IndexError for a
+    negative one (corrupt bytes: a slice would count it from the end)."""
+    n, pos = zigzag(data, pos)
+    if n < 0:
+        raise IndexError(f"negative length {n} at byte {pos}")
+    return n, pos
+
+
 def peek_ids(data: bytes) -> tuple[bytes, int, bytes]:
     """(request_id bytes, user_id, item_id's raw varint bytes) of an Impression/Action.
-    user_id may exceed a long on corrupt bytes (``fits_long``)."""
+    user_id may exceed a long on corrupt bytes (``fits_long``). The JVM's twin:
+    jvm/flink-ops' Peek (streaming/jvm_ops.py)."""
     pos = varint_end(data, HEADER_LEN)  # schema_version
-    n, pos = zigzag(data, pos)  # request_id length
+    n, pos = length(data, pos)  # request_id
     rid = data[pos:pos + n]
     user_id, pos = zigzag(data, pos + n)
     return rid, user_id, data[pos:varint_end(data, pos)]
@@ -59,9 +69,9 @@ def peek_action_time(data: bytes) -> int:
     1234
     """
     pos = varint_end(data, HEADER_LEN)          # schema_version
-    n, pos = zigzag(data, pos)                   # request_id
+    n, pos = length(data, pos)                   # request_id
     pos = varint_end(data, varint_end(data, pos + n))  # user_id, item_id
-    n, pos = zigzag(data, pos)                   # action_type
+    n, pos = length(data, pos)                   # action_type
     return zigzag(data, pos + n)[0]
 
 
@@ -74,6 +84,6 @@ def peek_impression_time(data: bytes) -> int:
     99
     """
     pos = varint_end(data, HEADER_LEN)          # schema_version
-    n, pos = zigzag(data, pos)                   # request_id
+    n, pos = length(data, pos)                   # request_id
     pos = varint_end(data, varint_end(data, pos + n))  # user_id, item_id
     return zigzag(data, pos)[0]

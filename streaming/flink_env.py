@@ -62,6 +62,9 @@ class FlinkConfig:
     # a range ("9250-9259": the first free one) or a list ("9250,9252"). Each job process
     # runs its own MiniCluster, so each needs its own port (docs/operations.md)
     metrics_port: str = "0"
+    # key selectors and event-time stamps as Java maps (streaming/jvm_ops.py, a jar javac
+    # builds on first use) instead of Python operators sharing the functions' interpreter
+    jvm_ops: bool = True
 
     def __post_init__(self) -> None:
         check(self.parallelism >= 1, "flink.parallelism", self.parallelism, ">= 1")
@@ -191,6 +194,12 @@ def make_env(cfg: FlinkConfig, with_jar: bool = True, extra: dict[str, str] | No
     root.setLevel(level)  # PyFlink's gateway sets the root logger to WARN: the job's own lines vanished
     if metrics:
         _check_reporter_loaded(cfg.metrics_port)
+    if cfg.jvm_ops:
+        from streaming.jvm_ops import ops_jar
+
+        jar = ops_jar(Path(cfg.jars_dir))
+        if jar is not None:  # shipped with the job on a cluster as well (pipeline.jars)
+            env.add_jars(jar.resolve().as_uri())
     env.set_parallelism(cfg.parallelism)
     if cfg.checkpoint_interval_ms > 0:
         env.enable_checkpointing(cfg.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
@@ -255,6 +264,17 @@ def dead_letter_tag():
     from pyflink.datastream import OutputTag
 
     return OutputTag("dead-letter", bytes_type())
+
+
+def side_output(stream, tag, cfg: FlinkConfig):
+    """``stream.get_side_output(tag)`` without the Python identity map PyFlink appends to
+    every side output (one more operator call per record), in thread mode: there the Python
+    function's side outputs already arrive typed by the tag (process mode keeps the map)."""
+    from pyflink.datastream import DataStream
+
+    if cfg.execution_mode != "thread":
+        return stream.get_side_output(tag)
+    return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
 
 
 def kafka_source(kafka: KafkaConfig, topics: list[str], group_id: str, bounded: bool = False,

@@ -61,9 +61,11 @@ from streaming.flink_env import (
     dead_letter_tag,
     kafka_sink,
     kafka_source,
+    side_output,
     watermarks,
 )
 from streaming.job_skeleton import FlinkJob, JobRun, run_as_script
+from streaming.jvm_ops import keyed_in_jvm, stamp_event_time_jvm
 from streamtrain import flags
 from streamtrain.config import check
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig
@@ -118,8 +120,10 @@ def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsCon
                            start=job.start)
         return env.from_source(src, strategy, f"kafka:{topic}").uid(f"source-{name}")
 
-    users = source(topics.impressions, "impressions").connect(source(topics.actions, "actions")) \
-        .key_by(user_key, user_key, key_type=Types.LONG())
+    impressions, actions = source(topics.impressions, "impressions"), source(topics.actions, "actions")
+    users = keyed_in_jvm(flink, (impressions, actions), "UserKey", Types.LONG())
+    if users is None:
+        users = impressions.connect(actions).key_by(user_key, user_key, key_type=Types.LONG())
     if user_step is None:
         user_step = UserFeatureFunction(spec, topics.impressions, topics.actions, limits,
                                         cache_size=flink.state_cache_size)
@@ -127,14 +131,20 @@ def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsCon
         .uid("user-features")
     if item_step is None:
         item_step = ItemFeatureFunction(spec, cache_size=flink.state_cache_size)
-    by_item = by_user.key_by(lambda t: t[1], key_type=Types.LONG()) \
-        .process(item_step, output_type=bytes_type()).name("item-features").uid("item-features")
+    items = keyed_in_jvm(flink, (by_user,), "FieldKey", Types.LONG(), 1)  # (kind, item, bytes)
+    if items is None:
+        items = by_user.key_by(lambda t: t[1], key_type=Types.LONG())
+    by_item = items.process(item_step, output_type=bytes_type()).name("item-features") \
+        .uid("item-features")
 
     def sink(stream, topic: str, uid: str):
         stream.sink_to(kafka_sink(kafka, topic)).name(f"kafka:{topic}").uid(uid)
 
     def stamped(stream, action: bool, uid: str):
         """Kafka timestamp = event time: the joiner's watermarks read it (EventTimeStamp)."""
+        in_jvm = stamp_event_time_jvm(stream, action) if flink.jvm_ops else None
+        if in_jvm is not None:
+            return in_jvm.name(f"event-time:{uid}").uid(f"event-time-{uid}")
         return stream.assign_timestamps_and_watermarks(
             WatermarkStrategy.no_watermarks().with_timestamp_assigner(EventTimeStamp(action))) \
             .name(f"event-time:{uid}").uid(f"event-time-{uid}")
@@ -142,11 +152,14 @@ def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsCon
     # the main output keeps its element timestamps, and those are event times already: an
     # impression leaves on its own timer (at its time) or, late, with its input's stamp
     sink(by_item, topics.impressions_enriched, "sink-impressions-enriched")
-    sink(stamped(by_item.get_side_output(actions_tag()), True, "actions"), topics.actions_deduped,
+    def side(stream, tag):
+        return side_output(stream, tag, flink)
+
+    sink(stamped(side(by_item, actions_tag()), True, "actions"), topics.actions_deduped,
          "sink-actions-deduped")
-    sink(by_user.get_side_output(features_tag()).union(by_item.get_side_output(features_tag())),
+    sink(side(by_user, features_tag()).union(side(by_item, features_tag())),
          topics.features, "sink-features")
-    sink(by_user.get_side_output(dead_letter_tag()).union(by_item.get_side_output(dead_letter_tag())),
+    sink(side(by_user, dead_letter_tag()).union(side(by_item, dead_letter_tag())),
          topics.dead_letter, "sink-dead-letter")
 
 

@@ -37,11 +37,13 @@ from streaming.flink_env import (
     kafka_sink,
     kafka_source,
     latest_checkpoint,  # noqa: F401  (moved to flink_env; still importable from here)
+    side_output,
     watermarks,
 )
 from streaming.job_skeleton import FlinkJob, JobRun, run_as_script
 from streaming.joiner.config import JoinerConfig
 from streaming.joiner.join_function import JoinFunction, join_bucket
+from streaming.jvm_ops import keyed_in_jvm
 from streamtrain import flags
 from streamtrain.config import check
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig
@@ -121,9 +123,12 @@ def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsCon
         return env.from_source(src, strategy, f"kafka:{topic}").uid(f"source-{name}")
 
     buckets = job.buckets
-    keyed = source(topics.impressions, "impressions").connect(source(topics.actions, "actions")) \
-        .key_by(lambda raw: join_bucket(raw, buckets), lambda raw: join_bucket(raw, buckets),
-                key_type=Types.INT())
+    impressions, actions = source(topics.impressions, "impressions"), source(topics.actions, "actions")
+    keyed = keyed_in_jvm(flink, (impressions, actions), "JoinBucket", Types.INT(), buckets)
+    if keyed is None:
+        keyed = impressions.connect(actions).key_by(lambda raw: join_bucket(raw, buckets),
+                                                    lambda raw: join_bucket(raw, buckets),
+                                                    key_type=Types.INT())
     if join is None:
         join = JoinFunction(joiner, job.kv_dir, topics.impressions, topics.actions, buckets,
                             job.timer_tick_ms, job.log_interval_s, limits=limits,
@@ -135,7 +140,7 @@ def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsCon
     joined.sink_to(kafka_sink(kafka, topics.samples, prefix)).name(f"kafka:{topics.samples}") \
         .uid("sink-samples")
     dl_prefix = None if prefix is None else prefix + "-dl"
-    joined.get_side_output(dead_letter_tag()).sink_to(
+    side_output(joined, dead_letter_tag(), flink).sink_to(
         kafka_sink(kafka, topics.dead_letter, dl_prefix)).name(f"kafka:{topics.dead_letter}") \
         .uid("sink-dead-letter")
 

@@ -58,9 +58,16 @@ def topics_main(argv: list[str]) -> int:
 
 
 def jars_main(argv: list[str]) -> int:
-    flags.parser("jars", "fetch the Kafka broker and Flink connector jars with Maven").parse_args(argv)
+    flags.parser("jars", "fetch the Kafka broker and Flink connector jars with Maven, and build "
+                 "the jobs' JVM operators (jvm/flink-ops) with javac").parse_args(argv)
     mvn = shutil.which("mvn")
     if mvn is None:
         print("streamtrain jars: Maven (mvn) not found; install it (apt install maven)", file=sys.stderr)
         return 1
-    return subprocess.call([mvn, "-q", "-B", "-f", str(REPO_ROOT / "infra" / "pom.xml"), "package"])
+    rc = subprocess.call([mvn, "-q", "-B", "-f", str(REPO_ROOT / "infra" / "pom.xml"), "package"])
+    if rc == 0:
+        from streaming.jvm_ops import ops_jar
+
+        jar = ops_jar()
+        print(f"jvm ops: {jar}" if jar else "jvm ops: not built (no JDK): the jobs key in Python")
+    return rc

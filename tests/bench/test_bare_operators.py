@@ -61,5 +61,6 @@ def test_feature_codec_twin_recodes_in_both_steps() -> None:
 def test_bare_command_names_the_kind() -> None:
     assert bare_command("join")[-1] == "join"
     assert bare_command("features", "codec")[-2:] == ["features", "--codec"]
+    assert bare_command("join", "pycodec")[-4:] == ["join", "--codec", "--set", "flink.jvm_ops=false"]
     with pytest.raises(ValueError, match="kind"):
         bare_command("join", "fast")

@@ -1,0 +1,161 @@
+"""The jobs' per-record plumbing in the JVM: key selectors and event-time stamps that would
+otherwise be Python operators (jvm/flink-ops, a jar of four small classes).
+
+In thread mode every Python operator of a task shares one interpreter. PyFlink's
+``key_by(fn)`` puts a Python operator after each source (``Row(fn(x), x)``), so the sources
+took the GIL from the join function for every record (docs/joiner.md, "where the joiner's
+time goes"). Here the same ``Row(key, value)`` comes from a Java map chained to the source,
+and the stream is keyed exactly as PyFlink keys it (``KeyByKeySelector`` on field 0), so the
+Python functions downstream see what they saw before and the keys are the same values:
+checkpoints taken with either keying restore with the other.
+
+The jar is compiled with ``javac`` against the Flink jars of the installed PyFlink wheel the
+first time a job needs it (``streamtrain jars`` builds it too) and named by a digest of its
+sources and the Flink version, so an edited source or another PyFlink builds a new one.
+Without a JDK the jobs key in Python as before (a warning says so; ``flink.jvm_ops=false``
+asks for that explicitly).
+
+    jar = ops_jar()                                   # infra/jars/flink/streamtrain-flink-ops-<digest>.jar
+    keyed = key_by_jvm(stream, "JoinBucket", Types.INT(), 128)   # None: the class is not loaded
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from streamtrain.paths import JARS_DIR, REPO_ROOT
+
+log = logging.getLogger(__name__)
+SOURCES = REPO_ROOT / "jvm" / "flink-ops" / "src" / "main" / "java"
+PACKAGE = "streamtrain.flink"
+JAR_PREFIX = "streamtrain-flink-ops-"
+
+
+class OpsBuildError(RuntimeError):
+    """javac rejected the sources of jvm/flink-ops (a bug of ours, not of the machine)."""
+
+
+def _pyflink_lib() -> Path:
+    spec = importlib.util.find_spec("pyflink")
+    assert spec is not None and spec.origin is not None, "pyflink is not installed"
+    return Path(spec.origin).parent / "lib"
+
+
+def _digest(sources: list[Path], flink_jars: list[Path]) -> str:
+    h = hashlib.sha256()
+    for src in sources:
+        h.update(src.name.encode())
+        h.update(src.read_bytes())
+    for jar in flink_jars:
+        h.update(jar.name.encode())
+    return h.hexdigest()[:12]
+
+
+def ops_jar(jars_dir: Path = JARS_DIR / "flink", build: bool = True) -> Path | None:
+    """The jar of jvm/flink-ops, compiled now if it is missing or its sources changed; None
+    when it cannot be built here (no ``javac``, no sources) or ``build`` is false and it is
+    not built yet. Older builds in ``jars_dir`` are removed."""
+    sources = sorted(SOURCES.rglob("*.java"))
+    if not sources:
+        return None
+    flink_jars = sorted(_pyflink_lib().glob("flink-dist-*.jar"))
+    jar = jars_dir / f"{JAR_PREFIX}{_digest(sources, flink_jars)}.jar"
+    if jar.exists() or not build:
+        return jar if jar.exists() else None
+    javac, jar_tool = shutil.which("javac"), shutil.which("jar")
+    if javac is None or jar_tool is None or not flink_jars:
+        log.warning("cannot build %s (%s): the jobs key their streams in Python (slower)", jar.name,
+                    "no javac/jar on PATH: install a JDK 17" if flink_jars else
+                    f"no flink-dist jar in {_pyflink_lib()}")
+        return None
+    jars_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="flink-ops-") as tmp:
+        classes = Path(tmp) / "classes"
+        res = subprocess.run([javac, "--release", "17", "-nowarn", "-cp", str(flink_jars[-1]),
+                              "-d", str(classes), *map(str, sources)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            raise OpsBuildError(f"javac failed on {SOURCES}:\n{res.stdout}{res.stderr}")
+        staged = Path(tmp) / jar.name
+        res = subprocess.run([jar_tool, "--create", "--file", str(staged), "-C", str(classes), "."],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            raise OpsBuildError(f"jar failed: {res.stdout}{res.stderr}")
+        for old in jars_dir.glob(f"{JAR_PREFIX}*.jar"):
+            old.unlink()
+        shutil.move(str(staged), jar)  # whole or not at all: another process may look for it
+    log.info("built %s", jar)
+    return jar
+
+
+def ops_class(name: str) -> Any | None:
+    """The Java class ``streamtrain.flink.<name>`` through PyFlink's gateway, or None when the
+    jar is not on the job's classpath (``make_env`` adds it)."""
+    from py4j.java_gateway import JavaClass
+    from pyflink.java_gateway import get_gateway
+
+    cls = getattr(get_gateway().jvm, f"{PACKAGE}.{name}")
+    return cls if isinstance(cls, JavaClass) else None
+
+
+def key_by_jvm(stream: Any, op: str, key_type: Any, *args: Any) -> Any | None:
+    """``stream.key_by(...)`` with the key computed by the Java map ``streamtrain.flink.<op>``
+    (constructed with ``args``; it returns ``Row(key, value)``), chained to ``stream``'s
+    operator. None when the class is not loaded (the caller keys in Python then).
+
+    What PyFlink's ``DataStream.key_by`` builds, minus its Python operator: the Row stream is
+    keyed by ``KeyByKeySelector`` (field 0, as a one-field Row), so the keyed Python function
+    downstream receives the same rows and keys."""
+    from pyflink.common import Types
+    from pyflink.common.typeinfo import _from_java_type
+    from pyflink.datastream import KeyedStream
+    from pyflink.java_gateway import get_gateway
+
+    cls = ops_class(op)
+    if cls is None:
+        return None
+    j_stream = stream._j_data_stream
+    value_type = _from_java_type(j_stream.getTransformation().getOutputType())
+    rows = j_stream.map(cls(*args), Types.ROW([key_type, value_type]).get_java_type_info()) \
+        .name(f"key:{op}")
+    j_keyed = rows.keyBy(get_gateway().jvm.KeyByKeySelector(),
+                         Types.ROW([key_type]).get_java_type_info())
+    return KeyedStream(j_keyed, value_type, stream)
+
+
+def stamp_event_time_jvm(stream: Any, action: bool) -> Any | None:
+    """``stream`` (Impression or Action bytes) with each record's timestamp set to its
+    event_time_ms by ``streamtrain.flink.EventTimeStamp`` (no watermarks); None when the class
+    is not loaded."""
+    from pyflink.datastream import DataStream
+    from pyflink.java_gateway import get_gateway
+
+    cls = ops_class("EventTimeStamp")
+    if cls is None:
+        return None
+    strategy = get_gateway().jvm.org.apache.flink.api.common.eventtime.WatermarkStrategy \
+        .noWatermarks().withTimestampAssigner(cls(action))
+    return DataStream(stream._j_data_stream.assignTimestampsAndWatermarks(strategy))
+
+
+def keyed_in_jvm(flink: Any, streams: tuple[Any, ...], op: str, key_type: Any, *args: Any) -> Any | None:
+    """The streams keyed by ``key_by_jvm`` (two streams: connected, as
+    ``a.connect(b).key_by(...)`` gives), or None when ``flink.jvm_ops`` is off or the jar is
+    not loaded; the caller keys in Python then."""
+    from pyflink.datastream import ConnectedStreams
+
+    if not flink.jvm_ops:
+        return None
+    keyed = [key_by_jvm(s, op, key_type, *args) for s in streams]
+    if any(k is None for k in keyed):
+        log.warning("streamtrain.flink.%s is not on the classpath (no %s*.jar): keying in Python",
+                    op, JAR_PREFIX)
+        return None
+    return ConnectedStreams(*keyed) if len(keyed) == 2 else keyed[0]

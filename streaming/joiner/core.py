@@ -90,6 +90,7 @@ from enum import StrEnum
 
 from schemas import FLAG_ACTION_STALL, FLAG_EARLY, FLAG_LATE_CORRECTION, codec_for
 from schemas.contracts import ACTION_TYPES
+from schemas.peek import peek_impression_time
 from schemas.records import Action, DeadLetter, Impression, Sample
 from schemas.splice import sample_from_impression
 from streaming.event_time import END_OF_TIME
@@ -412,12 +413,22 @@ class JoinCore:
         if (row_labels and act.action_type in rec.labels) or act.action_type in seen:
             self.metrics.duplicate_actions += 1
             return []
+        labels = [act.action_type]
+        if self.encode_samples:  # spliced from the row's bytes: no decode for its event time
+            imp_time = peek_impression_time(rec.impression)
+            delay = max(0, act.event_time_ms - imp_time)
+            spliced = sample_from_impression(rec.impression, now, labels, [delay], 1.0,
+                                             self.cfg.negative_sample_rate, FLAG_LATE_CORRECTION)
+            if spliced is not None:
+                self._remember(key, (act.action_type,), rec.expire_ms)
+                self.metrics.late_corrections += 1
+                self.metrics.label_wait_ms.append(now - imp_time - delay)
+                return [spliced]
         imp = self._imp_codec.decode(rec.impression)
         delay = max(0, act.event_time_ms - imp.event_time_ms)
         self._remember(key, (act.action_type,), rec.expire_ms)
         self.metrics.late_corrections += 1
-        return [self._sample(imp, now, [act.action_type], [delay], FLAG_LATE_CORRECTION,
-                             rec.impression)]
+        return [self._sample(imp, now, labels, [delay], FLAG_LATE_CORRECTION, rec.impression)]
 
     def _remember(self, key: str, types: tuple[str, ...], deadline: int) -> None:
         """Label types accounted for after the window (late corrections, orphans): later

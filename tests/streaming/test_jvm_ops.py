@@ -176,3 +176,31 @@ def test_a_compile_error_is_loud(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(ops, "SOURCES", Path(tmp_path / "src"))
     with pytest.raises(ops.OpsBuildError, match="Broken.java"):
         ops_jar(tmp_path / "jars")
+
+
+@pytest.mark.integration
+def test_joiner_in_process_mode_with_jvm_keys_joins_everything(jvm, kafka_broker, topics, tmp_path) -> None:
+    """Process mode (Python in Beam workers, side outputs through PyFlink's map) on the
+    JVM-keyed rows: every impression has one final sample, every label comes out, every
+    malformed record is a dead letter. (Thread mode is what every other job test runs.)"""
+    from schemas import FLAG_LATE_CORRECTION, Sample
+    from tests.helpers.joiner_jobs import expected_keys, join_command, read_topic, run_join
+    from traffic.producer import produce
+
+    start = 1_700_000_000_000
+    gen = TrafficGenerator(GeneratorConfig(seed=8, duration_s=120, impressions_per_s=5,
+                                           malformed_rate=0.02, start_ms=start, base_ctr=0.3,
+                                           click_delay_median_s=3))
+    events = list(gen.events())
+    imps, labels = expected_keys([e for e in events if e.key != b"malformed"])
+    malformed = sum(e.key == b"malformed" for e in events)
+    assert len(imps) > 400 and len(labels) > 50 and malformed > 5
+    produce(events, kafka_broker, topics)
+    run_join(join_command(kafka_broker, topics, tmp_path, "flink.execution_mode=process",
+                          "joiner.window_ms=10000", "joiner.stall_policy=off"), timeout_s=400)
+    out = [codec_for(Sample).decode(r.value) for r in read_topic(kafka_broker, topics.samples)]
+    finals = [(s.request_id, s.item_id) for s in out if not s.flags & FLAG_LATE_CORRECTION]
+    assert sorted(finals) == sorted(imps), "one final sample per impression"
+    assert {(s.request_id, s.item_id, t) for s in out for t in s.label_types} == labels
+    assert len(read_topic(kafka_broker, topics.dead_letter, expected=malformed)) == malformed
+

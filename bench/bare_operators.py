@@ -30,12 +30,21 @@ from pyflink.datastream import KeyedCoProcessFunction, KeyedProcessFunction, Run
 
 from schemas import Action, Impression, Sample, codec_for
 from schemas.errors import DecodeError
+from streaming import python_gc
 from streaming.features.flink_functions import KIND_ACTION, KIND_IMPRESSION, StepRecord
 
 KINDS = ("bare", "codec", "pycodec")  # bytes forwarded | decoded and encoded | ... keyed in Python
 
 
-class ForwardFunction(KeyedCoProcessFunction):
+class _Tuned:
+    """The interpreter's garbage collector tuned as the jobs' functions tune it
+    (streaming/python_gc.py), so a baseline does not pay collections the job is spared."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        python_gc.tune()
+
+
+class ForwardFunction(_Tuned, KeyedCoProcessFunction):
     """The joiner's bare operator: both inputs forwarded as they are."""
 
     def process_element1(self, value: bytes,
@@ -55,7 +64,7 @@ def as_sample(imp: Impression) -> Sample:
                   slots=imp.slots, ids=imp.ids, dense=imp.dense)
 
 
-class BareUser(KeyedCoProcessFunction):
+class BareUser(_Tuned, KeyedCoProcessFunction):
     """The feature job's bare user step: each record forwarded in the step record shape."""
 
     def process_element1(self, value: bytes,
@@ -67,7 +76,7 @@ class BareUser(KeyedCoProcessFunction):
         yield KIND_ACTION, 0, value
 
 
-class BareItem(KeyedProcessFunction):
+class BareItem(_Tuned, KeyedProcessFunction):
     """The feature job's bare item step: the record's bytes forwarded."""
 
     def process_element(self, value: StepRecord,
@@ -79,6 +88,7 @@ class _Recode:
     """Decode with the codec of a record's kind and encode again (undecodable: as is)."""
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        python_gc.tune()
         self.codecs = {KIND_IMPRESSION: codec_for(Impression), KIND_ACTION: codec_for(Action)}
 
     def recode(self, kind: int, value: bytes) -> bytes:

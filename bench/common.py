@@ -64,6 +64,25 @@ def fresh_topics(kafka: KafkaConfig, stem: str) -> TopicsConfig:
     return topics
 
 
+def python_gc_env(stats: Path, mode: str = "tuned") -> dict[str, str]:
+    """The environment of a job run whose Python functions append their garbage collector's
+    figures to ``stats`` (``streaming/python_gc.py``); ``mode`` off: CPython's defaults."""
+    from streaming.python_gc import ENV_MODE, ENV_STATS
+
+    stats.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, ENV_STATS: str(stats)}
+    if mode == "off":
+        env[ENV_MODE] = "off"
+    return env
+
+
+def read_python_gc(stats: Path) -> list[dict]:
+    """The lines ``python_gc.report`` wrote (none when the run's functions never closed)."""
+    if not stats.exists():
+        return []
+    return [json.loads(line) for line in stats.read_text().splitlines() if line.strip()]
+
+
 def write_result(name: str, result: dict) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     result = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -42,6 +42,8 @@ from bench.common import (
     kafka_for_bench,
     log_append_time,
     mark_start,
+    python_gc_env,
+    read_python_gc,
     topic_settings,
     write_result,
 )
@@ -75,9 +77,11 @@ def _cmd(kafka, topics, work: Path, args, *extra: str, job: str = "joiner") -> l
 
 def throughput(kafka, topics, work, args, n_in: int, job: str, parallelism: int = 1) -> dict:
     extra = ["--bounded", "joiner.window_ms=10000", f"flink.parallelism={parallelism}"]
+    stats = work / "python_gc.jsonl"
     t0 = time.monotonic()
     res = subprocess.run(_cmd(kafka, topics, work, args, *extra, job=job), cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=900)
+                         capture_output=True, text=True, timeout=900,
+                         env=python_gc_env(stats, args.python_gc))
     wall = time.monotonic() - t0
     if res.returncode != 0:
         raise SystemExit(res.stderr[-3000:])
@@ -85,7 +89,7 @@ def throughput(kafka, topics, work, args, n_in: int, job: str, parallelism: int 
     return {"job": job, "parallelism": parallelism, "input_events": n_in,
             "output_records": counts[topics.samples], "dead_letters": counts[topics.dead_letter],
             "active_s": round(span, 2), "events_per_s": round(n_in / span),
-            "wall_s_with_startup": round(wall, 1)}
+            "wall_s_with_startup": round(wall, 1), "python_gc": read_python_gc(stats)}
 
 
 def latency(kafka, topics, work, args, seconds: float, rate: float) -> dict:
@@ -160,6 +164,9 @@ def job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for every job (e.g. flink.state_cache_size=1000)")
     p.add_argument("--tag", default="", help="suffix of the result file name")
+    p.add_argument("--python-gc", default="tuned", choices=["tuned", "off"],
+                   help="the jobs' garbage collector: tuned (streaming/python_gc.py) or "
+                        "CPython's defaults; every run records its collections")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                                         args.parallelism))
         rate = {(r["span"], r["job"]): r["events_per_s"] for r in runs if r["parallelism"] == 1}
         result: dict = {"mode": args.mode, "bundle_size": args.bundle, "parallelism": 1,
+                        "python_gc": args.python_gc,
                         "settings": args.settings, "impressions": args.impressions,
                         "long_days": args.long_days, "throughput": runs,
                         "timing": "first input read (earliest output: a start marker written out) "

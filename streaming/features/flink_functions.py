@@ -37,6 +37,7 @@ from schemas import Action, DeadLetter, FeatureUpdate, Impression, codec_for
 from schemas.errors import DecodeError
 from schemas.peek import fits_long, peek_action_time, peek_ids, peek_impression_time
 from schemas.validation import ValidationLimits
+from streaming import python_gc
 from streaming.dead_letters import REASONS
 from streaming.features.entity_state import EntityState
 from streaming.features.feature_step import FeatureStep, Output
@@ -125,6 +126,7 @@ class _StepFunction:
         self.cache_size = cache_size
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        python_gc.tune()
         self.step = FeatureStep(self.spec, self.entity)
         self.cache: StateCache[EntityState] = StateCache(self.cache_size)
         self.state = runtime_context.get_state(
@@ -162,6 +164,7 @@ class _StepFunction:
         self.mirror = MetricMirror(group, read)
 
     def close(self) -> None:
+        python_gc.report(f"features-{self.entity}")
         if hasattr(self, "mirror"):
             self.mirror.sync()
         if hasattr(self, "step"):

@@ -39,6 +39,7 @@ from pyflink.datastream.state import MapStateDescriptor
 from schemas import Action, DeadLetter, Impression, Sample, codec_for
 from schemas.peek import peek_ids
 from schemas.validation import ValidationLimits
+from streaming import python_gc
 from streaming.dead_letters import REASONS, DeadLetterCounts
 from streaming.event_time import END_OF_TIME
 from streaming.flink_env import dead_letter_tag
@@ -98,6 +99,7 @@ class JoinFunction(KeyedCoProcessFunction):
         self.log_interval_s = log_interval_s
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        python_gc.tune()
         self.cores: dict[int, JoinCore] = {}
         self._timer_at: dict[int, int] = {}  # bucket -> earliest timer this instance registered
         self.kv = None
@@ -145,6 +147,7 @@ class JoinFunction(KeyedCoProcessFunction):
             return  # open() did not get that far
         self.mirror.sync()
         log.info("joiner close subtask=%d %s", self.subtask, self.metrics.log_line())
+        python_gc.report(f"joiner-{self.subtask}")
         for core in self.cores.values():
             core.close()
         kv.close()

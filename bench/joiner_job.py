@@ -19,6 +19,9 @@ as is the bare job's; the JVM/Python start-up is not. Inputs keep CreateTime = e
     python -m bench.joiner_job [--impressions 100000] [--mode thread|process] [--bundle 1000]
         [--long-days 180] [--skip-latency]
         [--set joiner_job.state_backend=rocksdb --tag rocksdb]   # any setting, every job
+        [--python-gc off --tag gcoff]   # CPython's collector defaults (streaming/python_gc.py)
+
+Every run records its Python functions' garbage collections (``python_gc``).
 """
 
 from __future__ import annotations

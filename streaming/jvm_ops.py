@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -83,14 +84,23 @@ def ops_jar(jars_dir: Path = JARS_DIR / "flink", build: bool = True) -> Path | N
                              capture_output=True, text=True)
         if res.returncode != 0:
             raise OpsBuildError(f"javac failed on {SOURCES}:\n{res.stdout}{res.stderr}")
-        staged = Path(tmp) / jar.name
-        res = subprocess.run([jar_tool, "--create", "--file", str(staged), "-C", str(classes), "."],
-                             capture_output=True, text=True)
-        if res.returncode != 0:
-            raise OpsBuildError(f"jar failed: {res.stdout}{res.stderr}")
-        for old in jars_dir.glob(f"{JAR_PREFIX}*.jar"):
-            old.unlink()
-        shutil.move(str(staged), jar)  # whole or not at all: another process may look for it
+        # staged beside its final name, then renamed: whole or not at all, since another
+        # job starting at the same time may be building or reading it too
+        fd, staged_name = tempfile.mkstemp(prefix=f".{jar.stem}-", suffix=".jar", dir=jars_dir)
+        os.close(fd)
+        staged = Path(staged_name)
+        try:
+            res = subprocess.run([jar_tool, "--create", "--file", str(staged), "-C", str(classes),
+                                  "."], capture_output=True, text=True)
+            if res.returncode != 0:
+                raise OpsBuildError(f"jar failed: {res.stdout}{res.stderr}")
+            for old in jars_dir.glob(f"{JAR_PREFIX}*.jar"):
+                if old.name != jar.name:
+                    old.unlink(missing_ok=True)
+            staged.chmod(0o644)  # mkstemp's 0600 would keep other users' TaskManagers out
+            os.replace(staged, jar)
+        finally:
+            staged.unlink(missing_ok=True)
     log.info("built %s", jar)
     return jar
 

@@ -157,7 +157,8 @@ def test_jar_is_rebuilt_for_changed_sources_and_skipped_without_a_jdk(tmp_path, 
     peek.write_text(peek.read_text() + "\n// edited\n")
     second = ops_jar(tmp_path / "jars")
     assert second is not None and second != first and second.exists() and not first.exists()
-    assert sorted(p.name for p in (tmp_path / "jars").iterdir()) == [second.name]
+    assert sorted(p.name for p in (tmp_path / "jars").iterdir()) == [second.name]  # nothing staged left
+    assert second.stat().st_mode & 0o777 == 0o644
     assert second.name.startswith(JAR_PREFIX)
 
     peek.write_text(peek.read_text() + "\n// again\n")

@@ -26,7 +26,7 @@ def test_tune_freezes_start_up_objects_and_raises_thresholds_once(restored_gc) -
     assert gc.get_freeze_count() > 1000  # the modules, pytest, ...: all frozen
     frozen = gc.get_freeze_count()
     assert python_gc.tune() is False  # the second function's open: nothing more
-    assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() <= frozen  # (frozen objects can still be freed)
 
 
 def test_cycles_made_after_tuning_are_still_collected(restored_gc) -> None:

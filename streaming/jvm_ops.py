@@ -140,14 +140,14 @@ def key_by_jvm(stream: Any, op: str, key_type: Any, *args: Any) -> Any | None:
     return KeyedStream(j_keyed, value_type, stream)
 
 
-def stamp_event_time_jvm(stream: Any, action: bool) -> Any | None:
+def stamp_event_time_jvm(flink: Any, stream: Any, action: bool) -> Any | None:
     """``stream`` (Impression or Action bytes) with each record's timestamp set to its
-    event_time_ms by ``streamtrain.flink.EventTimeStamp`` (no watermarks); None when the class
-    is not loaded."""
+    event_time_ms by ``streamtrain.flink.EventTimeStamp`` (no watermarks); None when
+    ``flink.jvm_ops`` is off or the class is not loaded (the caller stamps in Python then)."""
     from pyflink.datastream import DataStream
     from pyflink.java_gateway import get_gateway
 
-    cls = ops_class("EventTimeStamp")
+    cls = ops_class("EventTimeStamp") if flink.jvm_ops else None
     if cls is None:
         return None
     strategy = get_gateway().jvm.org.apache.flink.api.common.eventtime.WatermarkStrategy \

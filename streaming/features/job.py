@@ -142,7 +142,7 @@ def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsCon
 
     def stamped(stream, action: bool, uid: str):
         """Kafka timestamp = event time: the joiner's watermarks read it (EventTimeStamp)."""
-        in_jvm = stamp_event_time_jvm(stream, action) if flink.jvm_ops else None
+        in_jvm = stamp_event_time_jvm(flink, stream, action)
         if in_jvm is not None:
             return in_jvm.name(f"event-time:{uid}").uid(f"event-time-{uid}")
         return stream.assign_timestamps_and_watermarks(

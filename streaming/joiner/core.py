@@ -414,20 +414,18 @@ class JoinCore:
             self.metrics.duplicate_actions += 1
             return []
         labels = [act.action_type]
+        self._remember(key, (act.action_type,), rec.expire_ms)
+        self.metrics.late_corrections += 1
         if self.encode_samples:  # spliced from the row's bytes: no decode for its event time
             imp_time = peek_impression_time(rec.impression)
             delay = max(0, act.event_time_ms - imp_time)
             spliced = sample_from_impression(rec.impression, now, labels, [delay], 1.0,
                                              self.cfg.negative_sample_rate, FLAG_LATE_CORRECTION)
             if spliced is not None:
-                self._remember(key, (act.action_type,), rec.expire_ms)
-                self.metrics.late_corrections += 1
                 self.metrics.label_wait_ms.append(now - imp_time - delay)
                 return [spliced]
         imp = self._imp_codec.decode(rec.impression)
         delay = max(0, act.event_time_ms - imp.event_time_ms)
-        self._remember(key, (act.action_type,), rec.expire_ms)
-        self.metrics.late_corrections += 1
         return [self._sample(imp, now, labels, [delay], FLAG_LATE_CORRECTION, rec.impression)]
 
     def _remember(self, key: str, types: tuple[str, ...], deadline: int) -> None:

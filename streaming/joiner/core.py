@@ -96,7 +96,7 @@ from schemas.splice import sample_from_impression
 from streaming.event_time import END_OF_TIME
 from streaming.joiner.config import JoinerConfig
 from streaming.joiner.hash_queue import HashQueue
-from streaming.joiner.kv_fallback import KvFallback
+from streaming.joiner.kv_fallback import KvFallback, KvRow
 from streaming.joiner.metrics import JoinerMetrics
 from streaming.joiner.stall_detector import StallDetector
 
@@ -190,6 +190,7 @@ class JoinCore:
         self.lineage: list[tuple[bytes, int]] = [(self.writer, 0)]
         self._lineage_journaled = False
         self._lineage_dirty = False  # kv_seq moved since the lineage was last journaled
+        self._kv_rows: list[KvRow] = []  # closed this call, not written yet (_journal_lineage)
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -468,14 +469,20 @@ class JoinCore:
             out.append(self._sample(entry.imp, now, [kind], [delay], FLAG_LATE_CORRECTION, entry.raw))
         raw = entry.raw if entry.raw is not None else self._imp_codec.encode(entry.imp)
         labels = tuple(entry.labels) + tuple(k for k, _ in entry.after)
-        self.kv.put(key, raw, labels, entry.imp.event_time_ms + self.cfg.window_ms,
-                    self.writer, self.kv_seq)
+        # written together at the end of the call (_journal_lineage): nothing in between
+        # reads a row of a key that closes in it
+        self._kv_rows.append(KvRow(key, raw, labels, entry.imp.event_time_ms + self.cfg.window_ms,
+                                   self.writer, self.kv_seq))
         self.kv_seq += 1
         self._lineage_dirty = True  # journaled once per call that closes (_journal_lineage)
 
     def _journal_lineage(self) -> None:
-        """The lineage (with the next KV sequence number) into the journal, once per call
-        that closed entries: a checkpoint falls between calls, never inside one."""
+        """The KV rows of the entries this call closed, in one write, then the lineage (with
+        the next KV sequence number) into the journal: once per call that closed entries (a
+        checkpoint falls between calls, never inside one)."""
+        if self._kv_rows:
+            rows, self._kv_rows = self._kv_rows, []
+            self.kv.put_many(rows)
         if self._lineage_dirty and self.journal is not None:
             self._lineage_journaled = True
             self.journal(JournalPart.LINEAGE.key(), self._lineage_bytes())

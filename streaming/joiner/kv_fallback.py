@@ -33,10 +33,10 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import NamedTuple, cast
 
 from rocksdict import Options, Rdict, WriteBatch
 
@@ -89,6 +89,18 @@ class KvRecord:
     expire_ms: int
     writer: bytes = bytes(8)  # the core incarnation that wrote it
     seq: int = -1             # that writer's sequence number of the write
+
+
+class KvRow(NamedTuple):
+    """One ``put``: the impression's join key, its bytes, the label types its final sample
+    carried, its event time (the TTL counts from it) and who wrote it (writer, seq)."""
+
+    key: str
+    impression: bytes
+    labels: tuple[str, ...]
+    event_time_ms: int
+    writer: bytes = bytes(8)
+    seq: int = -1
 
 
 def _encode(rec: KvRecord) -> bytes:
@@ -162,21 +174,37 @@ class KvFallback:
     def put(self, key: str, impression: bytes, labels: tuple[str, ...], event_time_ms: int,
             writer: bytes = bytes(8), seq: int = -1) -> None:
         """Store (or overwrite) an impression that left the window."""
-        kb = key.encode()
-        expire = event_time_ms + self.ttl_ms
+        self.put_many([KvRow(key, impression, tuple(labels), event_time_ms, writer, seq)])
+
+    def put_many(self, rows: Sequence[KvRow]) -> None:
+        """``put`` each row, in order, in one RocksDB write: the rows of a watermark step
+        share one write-ahead-log append (a write per row cost ~9 us, one per 100 rows
+        ~4.5 us a row) and one lookup of the rows they overwrite."""
+        if not rows:
+            return
         db = self._open_db()
-        old = db.get(b"d" + kb)
+        keys = [row.key.encode() for row in rows]
+        olds = cast("list[bytes | None]", db.get([b"d" + kb for kb in keys])) if len(keys) > 1 \
+            else [db.get(b"d" + keys[0])]
         batch = WriteBatch(raw_mode=True)
-        if old is None:
-            self.size += 1
-        else:
-            old_exp = _HEAD.unpack_from(old)[0]
-            if old_exp != expire:
+        written: dict[bytes, int] = {}  # key -> expiry written earlier in this batch
+        lowest = self._purged_below
+        for row, kb, old in zip(rows, keys, olds, strict=True):
+            expire = row.event_time_ms + self.ttl_ms
+            old_exp = written.get(kb)
+            if old_exp is None and old is not None:
+                old_exp = _HEAD.unpack_from(old)[0]
+            if old_exp is None:
+                self.size += 1
+            elif old_exp != expire:
                 batch.delete(b"e" + _EXP.pack(old_exp) + kb)
-        batch.put(b"d" + kb, _encode(KvRecord(impression, tuple(labels), expire, writer, seq)))
-        batch.put(b"e" + _EXP.pack(expire) + kb, b"")
+            written[kb] = expire
+            batch.put(b"d" + kb, _encode(KvRecord(row.impression, row.labels, expire, row.writer,
+                                                  row.seq)))
+            batch.put(b"e" + _EXP.pack(expire) + kb, b"")
+            lowest = min(lowest, expire)
         db.write(batch)
-        self._purged_below = min(self._purged_below, expire)  # an already expired record
+        self._purged_below = lowest  # an already expired record
 
     def get(self, key: str, now_ms: int) -> KvRecord | None:
         data = self._open_db().get(b"d" + key.encode())

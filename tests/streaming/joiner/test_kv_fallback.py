@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from streaming.joiner.kv_fallback import KvFallback, KvFallbackError
+from streaming.joiner.kv_fallback import KvFallback, KvFallbackError, KvRow
 from streamtrain.paths import REPO_ROOT
 
 
@@ -42,6 +42,39 @@ def test_kv_fallback_put_is_idempotent(kv):
     kv.put("a|1", b"x", ("click",), 0)
     assert kv.size == 1
     assert kv.purge(now_ms=5000) == 1 and kv.size == 0
+
+
+def _rows_of(store, keys, now_ms=0):
+    """Every row's (impression, labels, expiry, writer, seq), and the expiry index."""
+    rows = {k: store.get(k, now_ms) for k in keys}
+    index = [k for k in store._keys_from(b"e") if k[:1] == b"e"]
+    return rows, index, store.size
+
+
+def test_put_many_writes_what_the_same_puts_one_by_one_write(tmp_path):
+    """One batch = the same puts in order: overwrites of stored rows and of rows earlier in
+    the batch, a changed expiry (its old index entry goes), the size counts keys once."""
+    rows = [KvRow("a|1", b"A", ("click",), 100, b"w" * 8, 0),
+            KvRow("b|1", b"B", (), 200, b"w" * 8, 1),
+            KvRow("a|1", b"A2", ("click", "like"), 300, b"w" * 8, 2),  # again, later expiry
+            KvRow("c|1", b"C", (), 50, b"w" * 8, 3)]
+    one, many = KvFallback(tmp_path / "one", ttl_ms=1000), KvFallback(tmp_path / "many", ttl_ms=1000)
+    for store in (one, many):
+        store.put("b|1", b"old", (), event_time_ms=900)  # stored before: expiry 1900 -> 1200
+    for row in rows:
+        one.put(*row)
+    many.put_many(rows)
+    keys = ["a|1", "b|1", "c|1"]
+    assert _rows_of(many, keys) == _rows_of(one, keys)
+    rows_now, index, size = _rows_of(many, keys)
+    assert size == 3 and len(index) == 3
+    assert rows_now["a|1"].impression == b"A2" and rows_now["a|1"].expire_ms == 1300
+    assert rows_now["b|1"].expire_ms == 1200 and rows_now["a|1"].seq == 2
+    assert many.purge(1250) == 2  # c (1050) and b (1200): no stale index entry purges a
+    assert many.get("a|1", 0).impression == b"A2" and many.size == 1
+    many.put_many([])
+    one.close()
+    many.close()
 
 
 def test_kv_fallback_survives_reopen(tmp_path):

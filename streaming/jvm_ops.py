@@ -169,3 +169,58 @@ def keyed_in_jvm(flink: Any, streams: tuple[Any, ...], op: str, key_type: Any, *
                     op, JAR_PREFIX)
         return None
     return ConnectedStreams(*keyed) if len(keyed) == 2 else keyed[0]
+
+
+def _sorted_keyed(j_rows: Any, key_type: Any, value_type: Any, origin: Any, name: str) -> Any:
+    """Row(key, value) rows keyed as ``key_by_jvm`` keys them, each key's records released
+    in event-time order by ``streamtrain.flink.EventTimeSort``, the result re-read as keyed
+    by the same key (no shuffle: the sort and the Python step downstream chain)."""
+    from pyflink.common import Types
+    from pyflink.datastream import KeyedStream
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    row_type = Types.ROW([key_type, value_type]).get_java_type_info()
+    key_info = Types.ROW([key_type]).get_java_type_info()
+    sort = ops_class("EventTimeSort")
+    assert sort is not None, "callers check the class is loaded"
+    j_sorted = j_rows.keyBy(gateway.jvm.KeyByKeySelector(), key_info) \
+        .process(sort(row_type), row_type).name(f"event-time-sort:{name}").uid(f"event-time-sort-{name}")
+    j_keyed = gateway.jvm.org.apache.flink.streaming.api.datastream.DataStreamUtils \
+        .reinterpretAsKeyedStream(j_sorted, gateway.jvm.KeyByKeySelector(), key_info)
+    return KeyedStream(j_keyed, value_type, origin)
+
+
+def users_in_order(flink: Any, impressions: Any, actions: Any, value_type: Any) -> Any | None:
+    """Both inputs of the feature job's user step as one stream keyed by user: (kind, 0,
+    bytes) records (kind 0 an impression, 1 an action; ``streamtrain.flink.KindUserKey``),
+    each user's in event-time order once the watermark passes them. None when
+    ``flink.jvm_ops`` is off or the jar is not loaded (the step then waits with timers)."""
+    from pyflink.common import Types
+
+    cls = ops_class("KindUserKey") if flink.jvm_ops else None
+    if cls is None or ops_class("EventTimeSort") is None:
+        return None
+    row_type = Types.ROW([Types.LONG(), value_type]).get_java_type_info()
+    j_rows = [s._j_data_stream.map(cls(kind), row_type).name("key:KindUserKey")
+              for kind, s in enumerate((impressions, actions))]
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    others = gateway.new_array(gateway.jvm.org.apache.flink.streaming.api.datastream.DataStream, 1)
+    others[0] = j_rows[1]
+    return _sorted_keyed(j_rows[0].union(others), Types.LONG(), value_type, impressions, "user")
+
+
+def field_in_order(flink: Any, stream: Any, field: int, value_type: Any, name: str) -> Any | None:
+    """A (kind, id, bytes) tuple stream keyed by its ``field`` (``streamtrain.flink.FieldKey``),
+    each key's records in event-time order once the watermark passes them; None as
+    ``users_in_order``."""
+    from pyflink.common import Types
+
+    cls = ops_class("FieldKey") if flink.jvm_ops else None
+    if cls is None or ops_class("EventTimeSort") is None:
+        return None
+    row_type = Types.ROW([Types.LONG(), value_type]).get_java_type_info()
+    j_rows = stream._j_data_stream.map(cls(field), row_type).name("key:FieldKey")
+    return _sorted_keyed(j_rows, Types.LONG(), value_type, stream, name)

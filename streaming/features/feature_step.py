@@ -73,6 +73,30 @@ class FeatureStep:
             return self.on_watermark(state, t)
         return []
 
+    def on_ordered(self, state: EntityState, rec: Impression | Action) -> list[Output]:
+        """One record of an input that arrives in event-time order, every earlier event of
+        the entity already taken (the job sorts each key's records in the JVM,
+        ``streamtrain.flink.EventTimeSort``): what ``on_impression``/``on_action`` and the
+        watermark reaching the record's time give, at once and without ``pending``."""
+        t = rec.event_time_ms
+        if not remember(self.spec, self.entity, state, rec, t):
+            self.counters["duplicate_impressions" if isinstance(rec, Impression)
+                          else "duplicate_actions"] += 1
+            return []
+        out: list[Output]
+        if isinstance(rec, Impression):
+            self.counters["impressions"] += 1
+            self.counters["enriched"] += 1
+            values, last = as_of(self.spec, self.entity, state, t)
+            rec.dense, rec.slots, rec.ids = attach(self.spec, self.entity, values, last,
+                                                   rec.dense, rec.slots, rec.ids)
+            out = [rec, FeatureUpdate(self.entity, self.entity_of(rec), t, self.names, values, last)]
+        else:
+            self.counters["actions"] += 1
+            out = [rec]
+        state.prune(self.spec, t)
+        return out
+
     def on_watermark(self, state: EntityState, watermark_ms: int) -> list[Output]:
         """Enrich the pending impressions at or before the watermark, then prune."""
         out: list[Output] = []

@@ -203,10 +203,13 @@ class _StepFunction:
         counters = self.step.counters
         counted = counters.copy()  # a replay is not traffic: keep the figures as they were
         for wm, kind, raw in log:
-            if kind == KIND_IMPRESSION:
-                self.step.on_impression(state, self.imp_codec.decode(raw), wm)
+            rec = self.imp_codec.decode(raw) if kind == KIND_IMPRESSION else self.act_codec.decode(raw)
+            if wm is None:  # taken in event-time order (_apply_ordered)
+                self.step.on_ordered(state, rec)
+            elif kind == KIND_IMPRESSION:
+                self.step.on_impression(state, rec, wm)
             else:
-                self.step.on_action(state, self.act_codec.decode(raw), wm)
+                self.step.on_action(state, rec, wm)
         counters.clear()
         counters.update(counted)
         self._released(state, self.released.value())
@@ -239,15 +242,32 @@ class _StepFunction:
         else:
             kind = KIND_ACTION
             outs = self.step.on_action(state, rec, wm)
+        self._logged(entry, wm, kind, raw)
+        self._timers(entry, ctx)
+        return self._outputs(outs)
+
+    def _apply_ordered(self, rec: Impression | Action, raw: bytes, key: int,
+                       ctx: Context) -> list[Output]:
+        """``_apply`` for an input in event-time order (``FeatureStep.on_ordered``): the
+        record leaves at once; no timer but the cleanup tick. Logged with watermark None."""
+        entry = self._load(key)
+        outs = self.step.on_ordered(entry.state, rec)
+        self._logged(entry, None, KIND_IMPRESSION if isinstance(rec, Impression) else KIND_ACTION,
+                     raw)
+        if entry.cleanup_ms is None:
+            self._timers(entry, ctx)
+        return self._outputs(outs)
+
+    def _logged(self, entry: CachedState[EntityState], wm: int | None, kind: int,
+                raw: bytes) -> None:
+        """The record into the key's log, or the whole state every ``LOG_LIMIT`` records."""
         if entry.log_len is not None and entry.log_len < LOG_LIMIT:
             self.log.add((wm, kind, raw))
             entry.log_len += 1
         else:
-            self.state.update(state)
+            self.state.update(entry.state)
             self.log.clear()
             entry.log_len = 0
-        self._timers(entry, ctx)
-        return self._outputs(outs)
 
     def on_timer(self, timestamp: int, ctx: TimerContext) -> Iterator[Emitted]:
         self.mirror.maybe_sync()
@@ -306,9 +326,8 @@ class _StepFunction:
         raise NotImplementedError
 
 
-class UserFeatureFunction(_StepFunction, KeyedCoProcessFunction):
-    """Input 1: impression bytes, input 2: action bytes, keyed by ``user_key``. Main output:
-    (kind, item, bytes) for the item step; side outputs: dead letters, FeatureUpdates."""
+class _UserStep(_StepFunction):
+    """What both forms of the user step share: the gates, the outputs."""
 
     entity = "user"
 
@@ -323,18 +342,6 @@ class UserFeatureFunction(_StepFunction, KeyedCoProcessFunction):
         limits = replace(self.limits, action_types=self.spec.action_types)
         self.imp_gate = RecordGate(Impression, "features", self.topics[0], limits)
         self.act_gate = RecordGate(Action, "features", self.topics[1], limits)
-
-    def process_element1(self, value: bytes,
-                         ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
-        self.metrics.impressions_in += 1
-        self.mirror.maybe_sync()
-        yield from self._gated(self.imp_gate, value, ctx)
-
-    def process_element2(self, value: bytes,
-                         ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
-        self.metrics.actions_in += 1
-        self.mirror.maybe_sync()
-        yield from self._gated(self.act_gate, value, ctx)
 
     def _gated(self, gate: RecordGate, value: bytes,
                ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
@@ -355,11 +362,58 @@ class UserFeatureFunction(_StepFunction, KeyedCoProcessFunction):
                 yield self.features_tag, self.fu_codec.encode(o)
 
 
+class UserFeatureFunction(_UserStep, KeyedCoProcessFunction):
+    """Input 1: impression bytes, input 2: action bytes, keyed by ``user_key``. Main output:
+    (kind, item, bytes) for the item step; side outputs: dead letters, FeatureUpdates."""
+
+    def process_element1(self, value: bytes,
+                         ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
+        self.metrics.impressions_in += 1
+        self.mirror.maybe_sync()
+        yield from self._gated(self.imp_gate, value, ctx)
+
+    def process_element2(self, value: bytes,
+                         ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
+        self.metrics.actions_in += 1
+        self.mirror.maybe_sync()
+        yield from self._gated(self.act_gate, value, ctx)
+
+
+class OrderedUserFeatureFunction(_UserStep, KeyedProcessFunction):
+    """The user step on one input in event-time order: (kind, 0, bytes) records of both
+    topics, each key's records sorted by ``streamtrain.flink.EventTimeSort`` in the JVM
+    (the watermark has passed each one's event time). Outputs as ``UserFeatureFunction``."""
+
+    def process_element(self, value: StepRecord,
+                        ctx: KeyedProcessFunction.Context) -> Iterator[Emitted]:
+        kind, _, payload = value
+        self.mirror.maybe_sync()
+        raw = bytes(payload)
+        rec: Impression | Action | DeadLetter
+        if kind == KIND_IMPRESSION:
+            self.metrics.impressions_in += 1
+            rec = self.imp_gate.update(raw, now_ms())
+        else:
+            self.metrics.actions_in += 1
+            rec = self.act_gate.update(raw, now_ms())
+        if isinstance(rec, DeadLetter):
+            yield self._dead_letter(rec)
+            return
+        yield from self._emit(self._apply_ordered(rec, raw, rec.user_id, ctx))
+
+
 class ItemFeatureFunction(_StepFunction, KeyedProcessFunction):
     """Input: (kind, item, bytes) keyed by item. Main output: enriched impression bytes; side
     outputs: deduplicated action bytes, FeatureUpdates, dead letters (undecodable input)."""
 
     entity = "item"
+
+    def __init__(self, spec: FeatureSpec, cache_size: int = DEFAULT_CACHE_SIZE,
+                 ordered: bool = False):
+        """``ordered``: each key's records arrive in event-time order, sorted in the JVM
+        (``streamtrain.flink.EventTimeSort``), and are enriched as they come."""
+        super().__init__(spec, cache_size)
+        self.ordered = ordered
 
     def open(self, runtime_context: RuntimeContext) -> None:
         super().open(runtime_context)
@@ -382,7 +436,10 @@ class ItemFeatureFunction(_StepFunction, KeyedProcessFunction):
                             time_ms=now_ms(), raw=bytes(payload))
             yield self._dead_letter(dl)
             return
-        yield from self._emit(self._apply(rec, raw, key, ctx))
+        if self.ordered:
+            yield from self._emit(self._apply_ordered(rec, raw, key, ctx))
+        else:
+            yield from self._emit(self._apply(rec, raw, key, ctx))
 
     def _emit(self, outs: list[Output]) -> Iterator[Emitted]:
         for o in outs:

@@ -44,6 +44,7 @@ from schemas.validation import ValidationLimits
 from streaming.features.flink_functions import (
     EventTimeStamp,
     ItemFeatureFunction,
+    OrderedUserFeatureFunction,
     UserFeatureFunction,
     actions_tag,
     features_tag,
@@ -65,7 +66,7 @@ from streaming.flink_env import (
     watermarks,
 )
 from streaming.job_skeleton import FlinkJob, JobRun, run_as_script
-from streaming.jvm_ops import keyed_in_jvm, stamp_event_time_jvm
+from streaming.jvm_ops import field_in_order, keyed_in_jvm, stamp_event_time_jvm, users_in_order
 from streamtrain import flags
 from streamtrain.config import check
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig
@@ -86,6 +87,9 @@ class FeatureJobConfig:
         checkpoint there; a fresh start if there is none), a checkpoint path, or empty.
         ``streamtrain features --restore latest|<path>`` overrides ``restore``.
     state_backend: ``hashmap`` (heap) or ``rocksdb``.
+    jvm_sort: each step's records wait for the watermark in the JVM and reach the Python
+        step in event-time order (``streamtrain.flink.EventTimeSort``), instead of waiting
+        in the Python state with an event-time timer each; needs ``flink.jvm_ops``.
     max_restarts: -1 keeps Flink's restart strategy (exponential delay, forever); n >= 0
         restarts at most n times, then the job fails (tests use 0 to fail fast).
     """
@@ -96,6 +100,7 @@ class FeatureJobConfig:
     restore: str = ""
     state_backend: StateBackend = "hashmap"
     max_restarts: int = -1
+    jvm_sort: bool = True
 
     def __post_init__(self) -> None:
         check(self.start in START_FROM, "features_job.start", self.start, " | ".join(START_FROM))
@@ -121,17 +126,28 @@ def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsCon
         return env.from_source(src, strategy, f"kafka:{topic}").uid(f"source-{name}")
 
     impressions, actions = source(topics.impressions, "impressions"), source(topics.actions, "actions")
-    users = keyed_in_jvm(flink, (impressions, actions), "UserKey", Types.LONG())
-    if users is None:
-        users = impressions.connect(actions).key_by(user_key, user_key, key_type=Types.LONG())
+    # the feature functions' own steps take each key's records in event-time order, sorted
+    # in the JVM; a benchmark's bare operators (and jvm_sort off) keep the keyed streams
+    ordered = job.jvm_sort and user_step is None and item_step is None
+    users = users_in_order(flink, impressions, actions, step_output_type()) if ordered else None
+    if users is not None:
+        user_step = OrderedUserFeatureFunction(spec, topics.impressions, topics.actions, limits,
+                                               cache_size=flink.state_cache_size)
+    else:
+        ordered = False
+        users = keyed_in_jvm(flink, (impressions, actions), "UserKey", Types.LONG())
+        if users is None:
+            users = impressions.connect(actions).key_by(user_key, user_key, key_type=Types.LONG())
     if user_step is None:
         user_step = UserFeatureFunction(spec, topics.impressions, topics.actions, limits,
                                         cache_size=flink.state_cache_size)
     by_user = users.process(user_step, output_type=step_output_type()).name("dedup-user-features") \
         .uid("user-features")
     if item_step is None:
-        item_step = ItemFeatureFunction(spec, cache_size=flink.state_cache_size)
-    items = keyed_in_jvm(flink, (by_user,), "FieldKey", Types.LONG(), 1)  # (kind, item, bytes)
+        item_step = ItemFeatureFunction(spec, cache_size=flink.state_cache_size, ordered=ordered)
+    # (kind, item, bytes) keyed by item
+    items = field_in_order(flink, by_user, 1, step_output_type(), "item") if ordered else \
+        keyed_in_jvm(flink, (by_user,), "FieldKey", Types.LONG(), 1)
     if items is None:
         items = by_user.key_by(lambda t: t[1], key_type=Types.LONG())
     by_item = items.process(item_step, output_type=bytes_type()).name("item-features") \

@@ -123,23 +123,30 @@ def _joiner(env, flink) -> None:
               bounded=True)
 
 
-def _features(env, flink) -> None:
+def _features(env, flink, jvm_sort: bool = True) -> None:
     from streaming.features import job
     from streaming.features.spec import FeatureSpec
     from streamtrain.kafka_io import KafkaConfig, TopicsConfig
 
-    job.build(env, KafkaConfig(), TopicsConfig(), flink, FeatureSpec(), job.FeatureJobConfig(),
-              bounded=True)
+    job.build(env, KafkaConfig(), TopicsConfig(), flink, FeatureSpec(),
+              job.FeatureJobConfig(jvm_sort=jvm_sort), bounded=True)
 
 
-@pytest.mark.parametrize("build, jvm_keys", [
-    (_joiner, ["key:JoinBucket", "key:JoinBucket"]),
-    (_features, ["key:UserKey", "key:UserKey", "key:FieldKey"])])
-def test_jobs_key_in_the_jvm_unless_told_not_to(jvm, build, jvm_keys) -> None:
+def _features_with_timers(env, flink) -> None:
+    _features(env, flink, jvm_sort=False)
+
+
+@pytest.mark.parametrize("build, jvm_keys, sorts", [
+    (_joiner, ["key:JoinBucket", "key:JoinBucket"], []),
+    (_features, ["key:KindUserKey", "key:KindUserKey", "key:FieldKey"],
+     ["event-time-sort:user", "event-time-sort:item"]),
+    (_features_with_timers, ["key:UserKey", "key:UserKey", "key:FieldKey"], [])])
+def test_jobs_key_in_the_jvm_unless_told_not_to(jvm, build, jvm_keys, sorts) -> None:
     ops = _plan_operators(build, FlinkConfig())
     assert [o for o in ops if o.startswith("key:")] == jvm_keys and PY_KEY_BY not in ops
+    assert [o for o in ops if o.startswith("event-time-sort:")] == sorts
     ops = _plan_operators(build, FlinkConfig(jvm_ops=False))
-    assert not [o for o in ops if o.startswith("key:")]
+    assert not [o for o in ops if o.startswith(("key:", "event-time-sort:"))]
     assert ops.count(PY_KEY_BY) == len(jvm_keys)
 
 

@@ -1,5 +1,6 @@
 """The jobs' per-record plumbing in the JVM: key selectors and event-time stamps that would
-otherwise be Python operators (jvm/flink-ops, a jar of four small classes).
+otherwise be Python operators, and the feature job's event-time sort that would otherwise
+be a Python timer per record (jvm/flink-ops, a jar of small classes).
 
 In thread mode every Python operator of a task shares one interpreter. PyFlink's
 ``key_by(fn)`` puts a Python operator after each source (``Row(fn(x), x)``), so the sources

@@ -33,9 +33,10 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import KeyedCoProcessFunction, KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
-from schemas import Action, DeadLetter, FeatureUpdate, Impression, codec_for
+from schemas import Action, DeadLetter, Impression, codec_for
 from schemas.errors import DecodeError
 from schemas.peek import fits_long, peek_action_time, peek_ids, peek_impression_time
+from schemas.splice import feature_update_bytes
 from schemas.validation import ValidationLimits
 from streaming import python_gc
 from streaming.dead_letters import REASONS
@@ -144,7 +145,6 @@ class _StepFunction:
         self.cleanup = runtime_context.get_state(
             ValueStateDescriptor(f"{self.entity}-cleanup", Types.LONG()))
         self.imp_codec, self.act_codec = codec_for(Impression), codec_for(Action)
-        self.fu_codec = codec_for(FeatureUpdate)
         self.features_tag = features_tag()
         self.metrics = FeatureMetrics()
         self.dl_codec, self.dl_tag = codec_for(DeadLetter), dead_letter_tag()
@@ -359,7 +359,7 @@ class _UserStep(_StepFunction):
             elif isinstance(o, Action):
                 yield KIND_ACTION, o.item_id, self.act_codec.encode(o)
             else:
-                yield self.features_tag, self.fu_codec.encode(o)
+                yield self.features_tag, feature_update_bytes(o)
 
 
 class UserFeatureFunction(_UserStep, KeyedCoProcessFunction):
@@ -448,4 +448,4 @@ class ItemFeatureFunction(_StepFunction, KeyedProcessFunction):
             elif isinstance(o, Action):
                 yield self.actions_tag, self.act_codec.encode(o)
             else:
-                yield self.features_tag, self.fu_codec.encode(o)
+                yield self.features_tag, feature_update_bytes(o)

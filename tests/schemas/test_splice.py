@@ -3,11 +3,15 @@ same Sample, on the generator's impressions and on edge values."""
 
 from __future__ import annotations
 
+import io
+import random
+
+import fastavro
 import pytest
 
-from schemas import Impression, Sample, codec_for
+from schemas import FeatureUpdate, Impression, Sample, codec_for
 from schemas.codec import legacy_fingerprint
-from schemas.splice import sample_from_impression, write_long
+from schemas.splice import feature_update_bytes, sample_from_impression, write_long
 from traffic.generator import GeneratorConfig, TrafficGenerator
 
 
@@ -60,3 +64,27 @@ def test_other_headers() -> None:
 def test_write_long_is_avros_zigzag() -> None:
     assert [write_long(v) for v in (0, -1, 1, -64, 64)] == \
         [b"\x00", b"\x01", b"\x02", b"\x7f", b"\x80\x01"]
+
+    for v in [*range(-200, 200), 2**63 - 1, -2**63, 2**31, -2**31 - 1]:
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, "long", v)
+        assert write_long(v) == out.getvalue(), v
+
+
+def test_feature_update_bytes_are_the_codecs() -> None:
+    """Random FeatureUpdates (64-bit ids and times, non-ASCII names, empty lists, inf and
+    -0.0 values, ints where doubles go) and the feature job's own."""
+    from streaming.features.spec import FeatureSpec
+
+    rng, codec = random.Random(7), codec_for(FeatureUpdate)
+    spec = FeatureSpec()
+    fus = [FeatureUpdate("user", 7, 1_700_000_000_000, spec.names("user"), [0.5] * 15, [1, 2]),
+           FeatureUpdate("item", 9, 5, spec.names("item"), [0.0] * 15, [])]
+    for _ in range(3000):
+        fus.append(FeatureUpdate(
+            rng.choice(["user", "item", "näme"]), rng.randrange(-2**63, 2**63),
+            rng.randrange(-2**63, 2**63), [rng.choice(["a", "bb", "ü_5m"]) for _ in range(rng.randrange(4))],
+            [rng.choice([0.0, -0.0, 1e300, float("inf"), rng.random(), 5]) for _ in range(rng.randrange(20))],
+            [rng.randrange(-2**63, 2**63) for _ in range(rng.randrange(6))], rng.randrange(3)))
+    for fu in fus:
+        assert feature_update_bytes(fu) == codec.encode(fu), fu

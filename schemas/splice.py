@@ -15,11 +15,12 @@ bytes equal ``codec_for(Sample).encode`` of the same Sample (tests/schemas/test_
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Sequence
 
 from schemas.codec import HEADER_LEN, codec_for
-from schemas.peek import varint_end, zigzag
+from schemas.peek import length, varint_end, zigzag
 from schemas.records import FeatureUpdate, Impression, Sample
 
 _FLOAT = struct.Struct("<f")
@@ -127,3 +128,62 @@ def feature_update_bytes(fu: FeatureUpdate) -> bytes:
         b"".join((write_long(len(values)), struct.pack(f"<{len(values)}d", *values), b"\x00"))
         if values else b"\x00",
         _longs(fu.last_items)))
+
+
+_VARINTS: dict[int, re.Pattern[bytes]] = {}  # k -> a run of k varints (one C call skips it)
+
+
+def _skip_varints(data: bytes, pos: int, k: int) -> int:
+    """Position past the ``k`` varints at ``pos``; IndexError if the bytes end first."""
+    pattern = _VARINTS.get(k)
+    if pattern is None:
+        if len(_VARINTS) >= 256:
+            _VARINTS.clear()
+        pattern = _VARINTS[k] = re.compile(b"(?:[\\x80-\\xff]*[\\x00-\\x7f]){%d}" % k)
+    m = pattern.match(data, pos)
+    if m is None:
+        raise IndexError(f"fewer than {k} varints at byte {pos}")
+    return m.end()
+
+
+def _skip_varint_array(data: bytes, pos: int) -> int:
+    """Past an array of int/long written as one block (or empty); IndexError otherwise."""
+    n, pos = zigzag(data, pos)
+    if n == 0:
+        return pos
+    if n < 0:
+        raise IndexError(f"array block of {n} at byte {pos}")
+    pos = _skip_varints(data, pos, n)
+    if data[pos] != 0:
+        raise IndexError(f"a second array block at byte {pos}")
+    return pos + 1
+
+
+def impression_dense(impression: bytes) -> tuple[int, int, int] | None:
+    """(event_time_ms, where its dense array starts, how many values it holds) of an
+    Impression message written with the current schema (dense, the last field, as one
+    block); None for another schema version or another layout (the caller decodes).
+    Raises IndexError on truncated bytes."""
+    if impression[:HEADER_LEN] not in _IMPRESSION_HEADERS:
+        return None
+    pos = varint_end(impression, HEADER_LEN)  # schema_version
+    n, pos = length(impression, pos)  # request_id
+    pos = _skip_varints(impression, pos + n, 2)  # user_id, item_id
+    time, pos = zigzag(impression, pos)
+    pos = _skip_varint_array(impression, _skip_varint_array(impression, pos))  # slots, ids
+    count, after = zigzag(impression, pos)
+    if count < 0 or after + 4 * count + (1 if count else 0) != len(impression):
+        return None
+    return time, pos, count
+
+
+def impression_with_dense(impression: bytes, dense_at: int, count: int,
+                          more: Sequence[float]) -> bytes:
+    """The Impression message with ``more`` appended to its dense array, byte for byte what
+    the codec writes for the decoded impression with those values appended (``dense_at``,
+    ``count``: ``impression_dense``'s)."""
+    if not more:
+        return impression
+    body = impression[varint_end(impression, dense_at):-1] if count else b""
+    return b"".join((impression[:dense_at], write_long(count + len(more)), body,
+                     struct.pack(f"<{len(more)}f", *more), b"\x00"))

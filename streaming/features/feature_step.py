@@ -97,6 +97,21 @@ class FeatureStep:
         state.prune(self.spec, t)
         return out
 
+    def on_ordered_impression_at(self, state: EntityState, entity_id: int,
+                                 t_ms: int) -> tuple[list[float], FeatureUpdate]:
+        """``on_ordered`` for an impression at ``t_ms`` in a step without dedup or last-N
+        (the item step), from its time alone: the values to append to its dense features
+        and its FeatureUpdate (the job splices them into the impression's bytes)."""
+        check(state.dedup is None and not self.is_user, "entity", self.entity,
+              "a step without dedup or last-N (item)")
+        state.add(IMPRESSION, t_ms)
+        self.counters["impressions"] += 1
+        self.counters["enriched"] += 1
+        values, last = as_of(self.spec, self.entity, state, t_ms)
+        state.prune(self.spec, t_ms)
+        return (self.spec.attach_values(self.entity, values),
+                FeatureUpdate(self.entity, entity_id, t_ms, self.names, values, last))
+
     def on_watermark(self, state: EntityState, watermark_ms: int) -> list[Output]:
         """Enrich the pending impressions at or before the watermark, then prune."""
         out: list[Output] = []

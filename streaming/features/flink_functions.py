@@ -36,7 +36,7 @@ from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 from schemas import Action, DeadLetter, Impression, codec_for
 from schemas.errors import DecodeError
 from schemas.peek import fits_long, peek_action_time, peek_ids, peek_impression_time
-from schemas.splice import feature_update_bytes
+from schemas.splice import feature_update_bytes, impression_dense, impression_with_dense
 from schemas.validation import ValidationLimits
 from streaming import python_gc
 from streaming.dead_letters import REASONS
@@ -425,6 +425,11 @@ class ItemFeatureFunction(_StepFunction, KeyedProcessFunction):
         self.mirror.maybe_sync()
         if kind == KIND_IMPRESSION:
             self.metrics.impressions_in += 1
+            if self.ordered:
+                spliced = self._spliced(bytes(payload), key, ctx)
+                if spliced is not None:
+                    yield from spliced
+                    return
         else:
             self.metrics.actions_in += 1
         codec = self.imp_codec if kind == KIND_IMPRESSION else self.act_codec
@@ -440,6 +445,28 @@ class ItemFeatureFunction(_StepFunction, KeyedProcessFunction):
             yield from self._emit(self._apply_ordered(rec, raw, key, ctx))
         else:
             yield from self._emit(self._apply(rec, raw, key, ctx))
+
+    def _spliced(self, raw: bytes, key: int, ctx: KeyedProcessFunction.Context) -> list[Emitted] | None:
+        """An impression in event-time order without a decode: the item features computed
+        from its time (``FeatureStep.on_ordered_impression_at``) and appended to its dense
+        array in its bytes (``schemas.splice``), what ``_apply_ordered`` + ``_emit`` give;
+        None for bytes of another layout (decoded then)."""
+        try:
+            layout = impression_dense(raw)
+        except IndexError:
+            layout = None
+        if layout is None:
+            return None
+        t, dense_at, count = layout
+        entry = self._load(key)
+        more, update = self.step.on_ordered_impression_at(entry.state, key, t)
+        self._logged(entry, None, KIND_IMPRESSION, raw)
+        if entry.cleanup_ms is None:
+            self._timers(entry, ctx)
+        self.metrics.on_outputs([update])
+        self.metrics.impressions_out += 1
+        return [impression_with_dense(raw, dense_at, count, more),
+                (self.features_tag, feature_update_bytes(update))]
 
     def _emit(self, outs: list[Output]) -> Iterator[Emitted]:
         for o in outs:

@@ -88,3 +88,41 @@ def test_feature_update_bytes_are_the_codecs() -> None:
             [rng.randrange(-2**63, 2**63) for _ in range(rng.randrange(6))], rng.randrange(3)))
     for fu in fus:
         assert feature_update_bytes(fu) == codec.encode(fu), fu
+
+
+def test_dense_appended_in_the_bytes_is_the_codecs_encoding() -> None:
+    """impression_dense finds the event time and the dense array of random impressions
+    (64-bit ids, empty and long arrays, non-ASCII request ids), and appending values there
+    gives the codec's bytes of the impression with those values appended."""
+    from schemas.splice import impression_dense, impression_with_dense
+
+    rng, codec = random.Random(3), codec_for(Impression)
+    for _ in range(2000):
+        imp = Impression(rng.choice(["", "r1", "ü" * rng.randrange(5)]), rng.randrange(-2**63, 2**63),
+                         rng.randrange(-2**63, 2**63), rng.randrange(-2**63, 2**63),
+                         [rng.randrange(-2**31, 2**31) for _ in range(rng.randrange(30))],
+                         [rng.randrange(-2**63, 2**63) for _ in range(rng.randrange(30))],
+                         [rng.random() for _ in range(rng.randrange(70))])
+        raw = codec.encode(imp)
+        t, at, n = impression_dense(raw)
+        assert (t, n) == (imp.event_time_ms, len(imp.dense))
+        more = [rng.random() * 100 for _ in range(rng.randrange(20))]
+        want = codec.decode(raw)
+        want.dense = [*want.dense, *more]
+        assert impression_with_dense(raw, at, n, more) == codec.encode(want)
+
+
+def test_dense_of_another_layout_is_left_to_the_decoder() -> None:
+    from schemas.splice import impression_dense
+
+    raw = codec_for(Impression).encode(Impression("r", 1, 2, 3, [1, 2], [5, 6], [0.5]))
+    assert impression_dense(raw[:2] + bytes(8) + raw[10:]) is None  # another writer schema
+    assert impression_dense(raw + b"\x00") is None                  # bytes after the dense array
+    with pytest.raises(IndexError):
+        impression_dense(raw[:16])                                  # truncated
+    # slots written as two blocks (valid Avro, not what a codec writes): not read here
+    i = raw.index(bytes([4, 2, 4, 0]))  # slots: count 2, items 1 and 2, end
+    two_blocks = raw[:i] + bytes([2, 2, 2, 4, 0]) + raw[i + 4:]
+    assert codec_for(Impression).decode(two_blocks).slots == [1, 2]
+    with pytest.raises(IndexError):
+        impression_dense(two_blocks)

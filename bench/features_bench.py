@@ -133,6 +133,11 @@ def output_topics(kafka, base: TopicsConfig, name: str) -> tuple[TopicsConfig, d
     return topics, outs
 
 
+# the job as measured: each step's records sorted by event time in the JVM (off by default,
+# docs/features.md "Waiting in the JVM")
+JOB_SETTINGS = ("features_job.jvm_sort=true",)
+
+
 def job_flags(kafka, topics: TopicsConfig, name: str, parallelism: int) -> list[str]:
     """The flags of a bounded feature job (or its bare twin) over ``topics``, from the
     earliest offsets, no checkpoints."""
@@ -140,6 +145,8 @@ def job_flags(kafka, topics: TopicsConfig, name: str, parallelism: int) -> list[
              "--set", "flink.checkpoint_interval_ms=0", "--set", "features_job.start=earliest",
              "--set", f"features_job.group_id=fb-{name}",
              "--set", f"flink.parallelism={parallelism}"]
+    for setting in JOB_SETTINGS:  # the twins keep their keyed topology whatever these say
+        flags += ["--set", setting]
     for role in topics.NAME_FIELDS:
         flags += ["--set", f"topics.{role}={getattr(topics, role)}"]
     return flags
@@ -191,7 +198,7 @@ def flink_runs(impressions: int, users: int, items: int, long_days: float,
     on an hour of event time and on ``long_days`` (same impression count); the hour span
     also at ``parallelism`` (whole-job figures; 1 = skip)."""
     out: dict = {"impressions": impressions, "users": users, "items": items,
-                 "long_days": long_days, "runs": [],
+                 "long_days": long_days, "settings": list(JOB_SETTINGS), "runs": [],
                  "timing": "first input read (earliest output: a start marker written out) "
                            "-> last output written, broker append times"}
     spans = {"hour": 3600.0} | ({"long": long_days * 86400} if long_days > 0 else {})

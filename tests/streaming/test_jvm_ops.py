@@ -123,7 +123,7 @@ def _joiner(env, flink) -> None:
               bounded=True)
 
 
-def _features(env, flink, jvm_sort: bool = True) -> None:
+def _features(env, flink, jvm_sort: bool = False) -> None:
     from streaming.features import job
     from streaming.features.spec import FeatureSpec
     from streamtrain.kafka_io import KafkaConfig, TopicsConfig
@@ -132,15 +132,15 @@ def _features(env, flink, jvm_sort: bool = True) -> None:
               job.FeatureJobConfig(jvm_sort=jvm_sort), bounded=True)
 
 
-def _features_with_timers(env, flink) -> None:
-    _features(env, flink, jvm_sort=False)
+def _features_sorted(env, flink) -> None:
+    _features(env, flink, jvm_sort=True)
 
 
 @pytest.mark.parametrize("build, jvm_keys, sorts", [
     (_joiner, ["key:JoinBucket", "key:JoinBucket"], []),
-    (_features, ["key:KindUserKey", "key:KindUserKey", "key:FieldKey"],
-     ["event-time-sort:user", "event-time-sort:item"]),
-    (_features_with_timers, ["key:UserKey", "key:UserKey", "key:FieldKey"], [])])
+    (_features, ["key:UserKey", "key:UserKey", "key:FieldKey"], []),
+    (_features_sorted, ["key:KindUserKey", "key:KindUserKey", "key:FieldKey"],
+     ["event-time-sort:user", "event-time-sort:item"])])
 def test_jobs_key_in_the_jvm_unless_told_not_to(jvm, build, jvm_keys, sorts) -> None:
     ops = _plan_operators(build, FlinkConfig())
     assert [o for o in ops if o.startswith("key:")] == jvm_keys and PY_KEY_BY not in ops

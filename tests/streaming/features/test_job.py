@@ -154,7 +154,7 @@ def test_features_job_sorting_in_the_jvm_writes_what_python_timers_write(kafka_b
     outputs = ("impressions_enriched", "actions_deduped", "features", "dead_letter")
     timers = dataclasses.replace(topics, **{r: f"{getattr(topics, r)}-timers" for r in outputs})
     create_topics(kafka_broker, timers)
-    run_features(kafka_broker, topics)
+    run_features(kafka_broker, topics, "features_job.jvm_sort=true")
     run_features(kafka_broker, timers, "features_job.jvm_sort=false")
 
     def read(t, role, record_type):

@@ -87,10 +87,7 @@ class FeatureStep:
         if isinstance(rec, Impression):
             self.counters["impressions"] += 1
             self.counters["enriched"] += 1
-            values, last = as_of(self.spec, self.entity, state, t)
-            rec.dense, rec.slots, rec.ids = attach(self.spec, self.entity, values, last,
-                                                   rec.dense, rec.slots, rec.ids)
-            out = [rec, FeatureUpdate(self.entity, self.entity_of(rec), t, self.names, values, last)]
+            out = [rec, self._enrich(state, rec)]
         else:
             self.counters["actions"] += 1
             out = [rec]
@@ -125,16 +122,22 @@ class FeatureStep:
                 out.append(imp)
                 continue
             enriched += 1
-            values, last = as_of(spec, self.entity, state, t)
-            imp.dense, imp.slots, imp.ids = attach(spec, self.entity, values, last,
-                                                   imp.dense, imp.slots, imp.ids)
             out.append(imp)
-            out.append(FeatureUpdate(self.entity, self.entity_of(imp), t, self.names, values, last))
+            out.append(self._enrich(state, imp))
         if n:
             del state.pending[:n]
             self.counters["enriched"] += enriched
         state.prune(spec, watermark_ms)
         return out
+
+    def _enrich(self, state: EntityState, imp: Impression) -> FeatureUpdate:
+        """Attach the entity's values and last-N as of the impression's time to it; its
+        FeatureUpdate."""
+        t = imp.event_time_ms
+        values, last = as_of(self.spec, self.entity, state, t)
+        imp.dense, imp.slots, imp.ids = attach(self.spec, self.entity, values, last,
+                                               imp.dense, imp.slots, imp.ids)
+        return FeatureUpdate(self.entity, self.entity_of(imp), t, self.names, values, last)
 
     def next_timer_ms(self, state: EntityState) -> int | None:
         """When the watermark must next wake this entity: its oldest pending record."""

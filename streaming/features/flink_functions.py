@@ -252,11 +252,17 @@ class _StepFunction:
         record leaves at once; no timer but the cleanup tick. Logged with watermark None."""
         entry = self._load(key)
         outs = self.step.on_ordered(entry.state, rec)
-        self._logged(entry, None, KIND_IMPRESSION if isinstance(rec, Impression) else KIND_ACTION,
-                     raw)
+        self._took_ordered(entry, KIND_IMPRESSION if isinstance(rec, Impression) else KIND_ACTION,
+                           raw, ctx)
+        return self._outputs(outs)
+
+    def _took_ordered(self, entry: CachedState[EntityState], kind: int, raw: bytes,
+                      ctx: Context) -> None:
+        """After a record taken in event-time order: into the log (watermark None), and the
+        key's cleanup tick if none is registered (no pending records, so no other timer)."""
+        self._logged(entry, None, kind, raw)
         if entry.cleanup_ms is None:
             self._timers(entry, ctx)
-        return self._outputs(outs)
 
     def _logged(self, entry: CachedState[EntityState], wm: int | None, kind: int,
                 raw: bytes) -> None:
@@ -460,9 +466,7 @@ class ItemFeatureFunction(_StepFunction, KeyedProcessFunction):
         t, dense_at, count = layout
         entry = self._load(key)
         more, update = self.step.on_ordered_impression_at(entry.state, key, t)
-        self._logged(entry, None, KIND_IMPRESSION, raw)
-        if entry.cleanup_ms is None:
-            self._timers(entry, ctx)
+        self._took_ordered(entry, KIND_IMPRESSION, raw, ctx)
         self.metrics.on_outputs([update])
         self.metrics.impressions_out += 1
         return [impression_with_dense(raw, dense_at, count, more),

@@ -169,3 +169,8 @@ def test_features_job_sorting_in_the_jvm_writes_what_python_timers_write(kafka_b
     updates = read(topics, "features", FeatureUpdate)
     assert len(updates) == 2 * len(enriched)
     assert read(timers, "features", FeatureUpdate) == updates
+    # what the joiner's watermarks read: event time as the Kafka timestamp, sorted path too
+    for role, codec in (("impressions_enriched", codec_for(Impression)),
+                        ("actions_deduped", codec_for(Action))):
+        records = read_all(kafka_broker, getattr(topics, role), timeout_s=90)
+        assert records and all(r.timestamp == codec.decode(r.value).event_time_ms for r in records)

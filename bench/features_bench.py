@@ -133,8 +133,8 @@ def output_topics(kafka, base: TopicsConfig, name: str) -> tuple[TopicsConfig, d
     return topics, outs
 
 
-# the job as measured: each step's records sorted by event time in the JVM (off by default,
-# docs/features.md "Waiting in the JVM")
+# the job as measured: each step's records sorted by event time in the JVM (the default;
+# explicit, as the artifacts record it: docs/features.md "Waiting in the JVM")
 JOB_SETTINGS = ("features_job.jvm_sort=true",)
 
 

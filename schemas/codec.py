@@ -89,6 +89,12 @@ class Codec(Generic[R]):
         (trainer/columnar.py decodes a whole fetch of them at once)."""
         return frozenset({MAGIC + self.fingerprint, MAGIC + legacy_fingerprint(self.fingerprint)})
 
+    @property
+    def known_headers(self) -> frozenset[bytes]:
+        """The 10-byte headers of every writer schema this codec reads (its own and the
+        registered older versions); a message with any other header is undecodable."""
+        return frozenset(MAGIC + fp for fp in self._writers)
+
     def register_writer(self, parsed: dict[str, Any]) -> None:
         """Accept data written with another version of this schema."""
         fp = schema_fingerprint(parsed)

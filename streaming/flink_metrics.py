@@ -9,8 +9,14 @@ JVM object: the reporter reads it without touching Python; the operator moves it
 current value (``inc``/``dec`` by the difference) at most once per ``every_s``, from
 inside ``process_element`` / ``on_timer``, and once more on ``close``.
 
+A burst of records inside one ``every_s`` followed by a quiet input would leave the counters
+at what the burst's first record saw (a sync happens before the record's changes, and no
+record comes after): given the context's timer service, ``maybe_sync`` keeps one
+processing-time timer pending (one per function, not per record), and its firing syncs.
+
     mirror = MetricMirror(group, lambda: {"orphans": m.orphans, "window_occupancy": n})
-    mirror.maybe_sync()       # in the operator's hot path: one clock read when not due
+    mirror.maybe_sync(ctx)                   # in the hot path: a clock read when not due
+    if mirror.fired(ctx): return             # first in on_timer: the mirror's own timer
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
+
+from pyflink.datastream.time_domain import TimeDomain
 
 
 class MetricMirror:
@@ -28,13 +36,33 @@ class MetricMirror:
         self.counters: dict[str, Any] = {}
         self.shown: dict[str, int] = {}
         self._due = 0.0
+        self._timer_pending = False
         self.sync()  # every name exists from the start (a scrape before the first record sees 0)
 
-    def maybe_sync(self) -> None:
+    def maybe_sync(self, ctx: Any = None) -> None:
+        """Sync when ``every_s`` has passed since the last one; with ``ctx`` (a keyed
+        function's context) also keep a processing-time timer pending ``every_s`` ahead,
+        whose firing (``fired``) syncs what came after."""
         now = time.monotonic()
         if now >= self._due:
             self._due = now + self.every_s
             self.sync()
+        if ctx is not None and not self._timer_pending:
+            timers = ctx.timer_service()
+            timers.register_processing_time_timer(timers.current_processing_time()
+                                                  + int(self.every_s * 1000))
+            self._timer_pending = True
+
+    def fired(self, ctx: Any) -> bool:
+        """True (after a sync) when the timer firing in ``on_timer`` is the mirror's: the
+        function's own timers are event-time ones (a processing-time timer restored from a
+        checkpoint is the mirror's too)."""
+        if ctx.time_domain() != TimeDomain.PROCESSING_TIME:
+            return False
+        self._timer_pending = False
+        self._due = time.monotonic() + self.every_s
+        self.sync()
+        return True
 
     def sync(self) -> None:
         for name, value in self.read().items():

@@ -32,6 +32,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from schemas import Action, Impression, codec_for
+from schemas.validation import ValidationLimits
 from streamtrain.paths import JARS_DIR, REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -172,10 +174,34 @@ def keyed_in_jvm(flink: Any, streams: tuple[Any, ...], op: str, key_type: Any, *
     return ConnectedStreams(*keyed) if len(keyed) == 2 else keyed[0]
 
 
-def _sorted_keyed(j_rows: Any, key_type: Any, value_type: Any, origin: Any, name: str) -> Any:
+def screen(limits: ValidationLimits | None) -> Any:
+    """``streamtrain.flink.Screen`` for the record gate of ``limits`` (the defaults when
+    None): which records the sort lets through at once because the gate may reject them."""
+    from pyflink.java_gateway import get_gateway
+
+    limits = ValidationLimits() if limits is None else limits
+    gateway = get_gateway()
+    types = None
+    if limits.action_types is not None:
+        types = gateway.new_array(gateway.jvm.String, len(limits.action_types))
+        for i, name in enumerate(limits.action_types):
+            types[i] = name
+    cls = ops_class("Screen")
+    assert cls is not None, "callers check the jar is loaded"
+    imp, act = codec_for(Impression), codec_for(Action)
+    return cls(b"".join(sorted(imp.own_headers)), b"".join(sorted(imp.known_headers)),
+               b"".join(sorted(act.own_headers)), b"".join(sorted(act.known_headers)),
+               limits.min_event_time_ms or 0, limits.max_future_ms,
+               -1 if limits.max_past_ms is None else limits.max_past_ms, types)
+
+
+def _sorted_keyed(j_rows: Any, key_type: Any, value_type: Any, origin: Any, name: str,
+                  gate: Any = None, counter_group: tuple[str, ...] = ()) -> Any:
     """Row(key, value) rows keyed as ``key_by_jvm`` keys them, each key's records released
-    in event-time order by ``streamtrain.flink.EventTimeSort``, the result re-read as keyed
-    by the same key (no shuffle: the sort and the Python step downstream chain)."""
+    in event-time order by ``streamtrain.flink.EventTimeSort`` (``gate``: its Screen, the
+    records it suspects pass at once; ``counter_group``: where it counts its input), the
+    result re-read as keyed by the same key (no shuffle: the sort and the Python step
+    downstream chain)."""
     from pyflink.common import Types
     from pyflink.datastream import KeyedStream
     from pyflink.java_gateway import get_gateway
@@ -185,22 +211,28 @@ def _sorted_keyed(j_rows: Any, key_type: Any, value_type: Any, origin: Any, name
     key_info = Types.ROW([key_type]).get_java_type_info()
     sort = ops_class("EventTimeSort")
     assert sort is not None, "callers check the class is loaded"
+    group = gateway.new_array(gateway.jvm.String, len(counter_group))
+    for i, part in enumerate(counter_group):
+        group[i] = part
     j_sorted = j_rows.keyBy(gateway.jvm.KeyByKeySelector(), key_info) \
-        .process(sort(row_type), row_type).name(f"event-time-sort:{name}").uid(f"event-time-sort-{name}")
+        .process(sort(row_type, gate, group), row_type).name(f"event-time-sort:{name}").uid(f"event-time-sort-{name}")
     j_keyed = gateway.jvm.org.apache.flink.streaming.api.datastream.DataStreamUtils \
         .reinterpretAsKeyedStream(j_sorted, gateway.jvm.KeyByKeySelector(), key_info)
     return KeyedStream(j_keyed, value_type, origin)
 
 
-def users_in_order(flink: Any, impressions: Any, actions: Any, value_type: Any) -> Any | None:
+def users_in_order(flink: Any, impressions: Any, actions: Any, value_type: Any,
+                   limits: ValidationLimits | None = None) -> Any | None:
     """Both inputs of the feature job's user step as one stream keyed by user: (kind, 0,
     bytes) records (kind 0 an impression, 1 an action; ``streamtrain.flink.KindUserKey``),
-    each user's in event-time order once the watermark passes them. None when
+    each user's in event-time order once the watermark passes them, except records the
+    step's gate (``limits``) may reject: those pass at once (``screen``). The input is
+    counted on arrival as ``features.user.impressions_in`` / ``actions_in``. None when
     ``flink.jvm_ops`` is off or the jar is not loaded (the step then waits with timers)."""
     from pyflink.common import Types
 
     cls = ops_class("KindUserKey") if flink.jvm_ops else None
-    if cls is None or ops_class("EventTimeSort") is None:
+    if cls is None or ops_class("EventTimeSort") is None or ops_class("Screen") is None:
         return None
     row_type = Types.ROW([Types.LONG(), value_type]).get_java_type_info()
     j_rows = [s._j_data_stream.map(cls(kind), row_type).name("key:KindUserKey")
@@ -210,7 +242,8 @@ def users_in_order(flink: Any, impressions: Any, actions: Any, value_type: Any) 
     gateway = get_gateway()
     others = gateway.new_array(gateway.jvm.org.apache.flink.streaming.api.datastream.DataStream, 1)
     others[0] = j_rows[1]
-    return _sorted_keyed(j_rows[0].union(others), Types.LONG(), value_type, impressions, "user")
+    return _sorted_keyed(j_rows[0].union(others), Types.LONG(), value_type, impressions, "user",
+                         screen(limits), ("features", "user"))
 
 
 def field_in_order(flink: Any, stream: Any, field: int, value_type: Any, name: str) -> Any | None:
@@ -225,3 +258,4 @@ def field_in_order(flink: Any, stream: Any, field: int, value_type: Any, name: s
     row_type = Types.ROW([Types.LONG(), value_type]).get_java_type_info()
     j_rows = stream._j_data_stream.map(cls(field), row_type).name("key:FieldKey")
     return _sorted_keyed(j_rows, Types.LONG(), value_type, stream, name)
+

@@ -117,10 +117,18 @@ def user_key(raw: bytes) -> int:
     return user_id if fits_long(user_id) else 0
 
 
+def gate_limits(spec: FeatureSpec, limits: ValidationLimits | None) -> ValidationLimits:
+    """What the user step's record gate accepts: ``[validation]``, the action types the
+    spec's (the JVM's screen in front of the sort reads the same, ``jvm_ops.screen``)."""
+    return replace(limits or ValidationLimits(), action_types=spec.action_types)
+
+
 class _StepFunction:
     """What both keyed functions share: the entity state, timers, output encoding."""
 
     entity: ClassVar[Entity]
+    # FeatureMetrics counted by the JVM operator in front of the step, not exported here
+    counted_in_jvm: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, spec: FeatureSpec, cache_size: int = DEFAULT_CACHE_SIZE):
         self.spec = spec
@@ -159,7 +167,7 @@ class _StepFunction:
 
         def read() -> dict[str, int]:
             out = {name: int(counters[name]) for name in STEP_COUNTERS}
-            out |= {name: int(v) for name, v in m.counters().items()}
+            out |= {name: int(v) for name, v in m.counters().items() if name not in self.counted_in_jvm}
             return out | {f"dead_letters_{key}": int(m.dead_letters[key]) for key in REASONS}
         self.mirror = MetricMirror(group, read)
 
@@ -276,7 +284,9 @@ class _StepFunction:
             entry.log_len = 0
 
     def on_timer(self, timestamp: int, ctx: TimerContext) -> Iterator[Emitted]:
-        self.mirror.maybe_sync()
+        if self.mirror.fired(ctx):
+            return
+        self.mirror.maybe_sync(ctx)
         key = ctx.get_current_key()
         entry = self.cache.get(key) or self._read(key)
         if entry is None:
@@ -345,7 +355,7 @@ class _UserStep(_StepFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         super().open(runtime_context)
-        limits = replace(self.limits, action_types=self.spec.action_types)
+        limits = gate_limits(self.spec, self.limits)
         self.imp_gate = RecordGate(Impression, "features", self.topics[0], limits)
         self.act_gate = RecordGate(Action, "features", self.topics[1], limits)
 
@@ -375,25 +385,29 @@ class UserFeatureFunction(_UserStep, KeyedCoProcessFunction):
     def process_element1(self, value: bytes,
                          ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
         self.metrics.impressions_in += 1
-        self.mirror.maybe_sync()
+        self.mirror.maybe_sync(ctx)
         yield from self._gated(self.imp_gate, value, ctx)
 
     def process_element2(self, value: bytes,
                          ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
         self.metrics.actions_in += 1
-        self.mirror.maybe_sync()
+        self.mirror.maybe_sync(ctx)
         yield from self._gated(self.act_gate, value, ctx)
 
 
 class OrderedUserFeatureFunction(_UserStep, KeyedProcessFunction):
     """The user step on one input in event-time order: (kind, 0, bytes) records of both
     topics, each key's records sorted by ``streamtrain.flink.EventTimeSort`` in the JVM
-    (the watermark has passed each one's event time). Outputs as ``UserFeatureFunction``."""
+    (the watermark has passed each one's event time), but for records the gate may reject:
+    those come at once (``streamtrain.flink.Screen``). The sort counts the input on arrival
+    (``impressions_in``, ``actions_in``). Outputs as ``UserFeatureFunction``."""
+
+    counted_in_jvm = frozenset({"impressions_in", "actions_in"})
 
     def process_element(self, value: StepRecord,
                         ctx: KeyedProcessFunction.Context) -> Iterator[Emitted]:
         kind, _, payload = value
-        self.mirror.maybe_sync()
+        self.mirror.maybe_sync(ctx)
         raw = bytes(payload)
         rec: Impression | Action | DeadLetter
         if kind == KIND_IMPRESSION:
@@ -428,7 +442,7 @@ class ItemFeatureFunction(_StepFunction, KeyedProcessFunction):
     def process_element(self, value: StepRecord,
                         ctx: KeyedProcessFunction.Context) -> Iterator[Emitted]:
         kind, key, payload = value
-        self.mirror.maybe_sync()
+        self.mirror.maybe_sync(ctx)
         if kind == KIND_IMPRESSION:
             self.metrics.impressions_in += 1
             if self.ordered:

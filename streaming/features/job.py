@@ -48,6 +48,7 @@ from streaming.features.flink_functions import (
     UserFeatureFunction,
     actions_tag,
     features_tag,
+    gate_limits,
     step_output_type,
     user_key,
 )
@@ -89,10 +90,10 @@ class FeatureJobConfig:
     state_backend: ``hashmap`` (heap) or ``rocksdb``.
     jvm_sort: each step's records wait for the watermark in the JVM and reach the Python
         step in event-time order (``streamtrain.flink.EventTimeSort``), instead of waiting
-        in the Python state with an event-time timer each; needs ``flink.jvm_ops``. ~1.6x
-        faster, but off by default: the record gate runs after the wait, so a bad record
-        is dead-lettered (and every record counted) only once the watermark passes it, and
-        one stamped far in the future waits in the sort's state (docs/features.md).
+        in the Python state with an event-time timer each (false; ~1.6x slower); needs
+        ``flink.jvm_ops``. Records the gate may reject do not wait (``streamtrain.flink.Screen``)
+        and the input is counted on arrival (docs/features.md, "Waiting in the JVM"). Keep
+        it across a restore.
     max_restarts: -1 keeps Flink's restart strategy (exponential delay, forever); n >= 0
         restarts at most n times, then the job fails (tests use 0 to fail fast).
     """
@@ -103,7 +104,7 @@ class FeatureJobConfig:
     restore: str = ""
     state_backend: StateBackend = "hashmap"
     max_restarts: int = -1
-    jvm_sort: bool = False
+    jvm_sort: bool = True
 
     def __post_init__(self) -> None:
         check(self.start in START_FROM, "features_job.start", self.start, " | ".join(START_FROM))
@@ -132,7 +133,8 @@ def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsCon
     # the feature functions' own steps take each key's records in event-time order, sorted
     # in the JVM; a benchmark's bare operators (and jvm_sort off) keep the keyed streams
     ordered = job.jvm_sort and user_step is None and item_step is None
-    users = users_in_order(flink, impressions, actions, step_output_type()) if ordered else None
+    users = users_in_order(flink, impressions, actions, step_output_type(),
+                           gate_limits(spec, limits)) if ordered else None
     if users is not None:
         user_step = OrderedUserFeatureFunction(spec, topics.impressions, topics.actions, limits,
                                                cache_size=flink.state_cache_size)

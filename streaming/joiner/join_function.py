@@ -157,7 +157,7 @@ class JoinFunction(KeyedCoProcessFunction):
 
     def process_element1(self, value: bytes,
                          ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
-        self.mirror.maybe_sync()
+        self.mirror.maybe_sync(ctx)
         rec = self.imp_gate.update(bytes(value), now_ms())
         if isinstance(rec, DeadLetter):
             yield self._dead_letter(rec)
@@ -172,7 +172,7 @@ class JoinFunction(KeyedCoProcessFunction):
 
     def process_element2(self, value: bytes,
                          ctx: KeyedCoProcessFunction.Context) -> Iterator[Emitted]:
-        self.mirror.maybe_sync()
+        self.mirror.maybe_sync(ctx)
         rec = self.act_gate.update(bytes(value), now_ms())
         if isinstance(rec, DeadLetter):
             yield self._dead_letter(rec)
@@ -186,7 +186,9 @@ class JoinFunction(KeyedCoProcessFunction):
 
     def on_timer(self, timestamp: int,
                  ctx: KeyedCoProcessFunction.OnTimerContext) -> Iterator[Emitted]:
-        self.mirror.maybe_sync()
+        if self.mirror.fired(ctx):
+            return
+        self.mirror.maybe_sync(ctx)
         bucket = ctx.get_current_key()
         if self._timer_at.get(bucket) == timestamp:
             del self._timer_at[bucket]  # fired (a later one, left from before, fires too)

@@ -170,6 +170,12 @@ class FakeContext:
     def timestamp(self) -> int | None:
         return self._ts
 
+    def time_domain(self):
+        """The harness fires event-time timers only (processing-time ones are dropped)."""
+        from pyflink.datastream.time_domain import TimeDomain
+
+        return TimeDomain.EVENT_TIME
+
 
 class KeyedHarness:
     """One subtask of a keyed operator (ProcessFunction, KeyedProcessFunction or

@@ -2,7 +2,14 @@
 feature job and the joiner run unbounded on the MiniCluster, each in its own process with its
 own port (as ``streamtrain up`` runs them), on generator traffic with duplicates, malformed
 records and injected bad ones; their ``/metrics`` are scraped until the counters match what
-was produced."""
+was produced.
+
+The feature job's records wait for the watermark (sorted in the JVM) before its user step
+dedups and counts them, so the stream ends with a valid impression and its click three hours
+of event time later (the sources stay active; idleness would leave the watermark where the
+first input to go idle put it): the watermark then passes every generated record. The bad
+records carry event times beyond it: they are dead-lettered only because they do not wait
+(``streamtrain.flink.Screen``)."""
 
 from __future__ import annotations
 
@@ -57,28 +64,45 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+START_MS = 1_700_000_000_000
+END_MS = START_MS + 3 * 3_600_000  # after every generated event (its actions drain for ~2 h)
+
+
 def _bad_records(producer, topics) -> None:
-    """Missing user id (one impression, one action), absurd timestamp, unknown action type."""
-    imp, act, t = codec_for(Impression), codec_for(Action), 1_700_000_100_000
+    """Missing user id (one impression, one action), absurd timestamp, unknown action type:
+    sent at the end of the stream, their event times past every other."""
+    imp, act, t = codec_for(Impression), codec_for(Action), END_MS + 3_600_000
     for raw in (imp.encode(Impression("bad-1", 0, 5, t)), imp.encode(Impression("bad-2", 3, 5, 12))):
-        producer.send(topics.impressions, value=raw, timestamp_ms=t)
+        producer.send(topics.impressions, value=raw, timestamp_ms=END_MS)
     for raw in (act.encode(Action("bad-3", 3, 5, "teleport", t)), act.encode(Action("bad-4", -1, 5, "click", t))):
-        producer.send(topics.actions, value=raw, timestamp_ms=t)
+        producer.send(topics.actions, value=raw, timestamp_ms=END_MS)
+    producer.flush()
+
+
+def _last_records(producer, topics) -> None:
+    """An impression and its click after every generated event: they move the watermark past
+    the generated ones (and wait for a later one themselves)."""
+    producer.send(topics.impressions, value=codec_for(Impression).encode(
+        Impression("last", 3, 5, END_MS)), timestamp_ms=END_MS)
+    producer.send(topics.actions, value=codec_for(Action).encode(
+        Action("last", 3, 5, "click", END_MS + 1000)), timestamp_ms=END_MS + 1000)
     producer.flush()
 
 
 def test_flink_jobs_export_their_counters_to_prometheus(kafka_broker, topics, producer, tmp_path):
     gen = TrafficGenerator(GeneratorConfig(seed=5, duration_s=30, impressions_per_s=20,
                                            duplicate_rate=0.05, out_of_order_rate=0.05,
-                                           malformed_rate=0.02, start_ms=1_700_000_000_000))
+                                           malformed_rate=0.02, start_ms=START_MS))
     events = list(gen.events())
+    assert max(ev.timestamp_ms for ev in events if ev.key != b"malformed") < END_MS - 10_000
     produce(events, kafka_broker, topics)
     _bad_records(producer, topics)
+    _last_records(producer, topics)
     s = gen.stats
-    n_imp = sum(ev.topic == "impressions" for ev in events) + 2
-    n_act = sum(ev.topic == "actions" for ev in events) + 2
+    n_imp = sum(ev.topic == "impressions" for ev in events) + 3
+    n_act = sum(ev.topic == "actions" for ev in events) + 3
     # the generator's malformed records are impressions (the counts below rely on it)
-    assert n_imp == s["impressions"] + s["duplicate_impressions"] + s["malformed"] + 2
+    assert n_imp == s["impressions"] + s["duplicate_impressions"] + s["malformed"] + 3
     assert s["duplicate_impressions"] > 0 and s["malformed_zero_timestamp"] > 0
 
     f_port, j_port = free_port(), free_port()
@@ -103,7 +127,7 @@ def test_flink_jobs_export_their_counters_to_prometheus(kafka_broker, topics, pr
             "features_user_dead_letters_absurd_timestamp": 1 + s["malformed_zero_timestamp"],
         }
         j_want = {
-            "joiner_impressions": s["impressions"] + s["duplicate_impressions"],
+            "joiner_impressions": s["impressions"] + s["duplicate_impressions"] + 1,
             "joiner_duplicate_impressions": s["duplicate_impressions"],
             "joiner_unknown_action_types": 1,
             "joiner_dead_letters_missing_user_id": 2,

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from schemas import Action, Impression, codec_for
+from schemas import Action, DeadLetter, Impression, codec_for
 from schemas.codec import HEADER_LEN
+from schemas.validation import ValidationLimits
 from streaming.features.flink_functions import EventTimeStamp, user_key
 from streaming.flink_env import FlinkConfig
 from streaming.joiner.join_function import join_bucket
 from streaming.jvm_ops import JAR_PREFIX, ops_jar
+from streaming.jvm_ops import screen as jvm_screen
+from streaming.record_gate import RecordGate
 from traffic.generator import GeneratorConfig, TrafficGenerator
 from traffic.replay import ReplayPlan
 
@@ -104,6 +107,87 @@ def test_keys_and_stamps_match_python_on_the_shared_logs(jvm, shared_data) -> No
         raws = [bytes(e.value) for e in events][:20_000]
         assert len(raws) > 1000
         _assert_same(jvm, raws)
+
+
+NOW = 1_700_000_050_000  # the clock the screen and the gate are both given
+
+
+def _screen_and_gate(jvm, raws: list[bytes], limits: ValidationLimits) -> list[tuple[bytes, int]]:
+    """The records (and kinds) where the JVM's screen and the record gate disagree: suspect
+    but accepted, or rejected but let wait. Each record is tried as either kind."""
+    screen = jvm_screen(limits)
+    gates = (RecordGate(Impression, "features", "impressions", limits),
+             RecordGate(Action, "features", "actions", limits))
+    wrong = []
+    for raw in raws:
+        for kind, gate in enumerate(gates):
+            rejected = isinstance(gate.update(raw, NOW), DeadLetter)
+            if screen.suspect(raw, kind, NOW) != rejected:
+                wrong.append((raw, kind))
+    return wrong
+
+
+def _body_corruptions(raws: list[bytes], n: int, seed: int) -> list[bytes]:
+    """Every truncation, a trailing byte, and ``n`` random byte flips anywhere in the body."""
+    rng = random.Random(seed)
+    out = [r[:k] for r in raws for k in range(len(r) + 1)] + [r + b"\x00" for r in raws]
+    for _ in range(n):
+        r = bytearray(rng.choice(raws))
+        for _ in range(rng.randint(1, 2)):
+            r[rng.randrange(HEADER_LEN, len(r))] = rng.randrange(256)
+        out.append(bytes(r))
+    return out
+
+
+def test_the_sorts_screen_suspects_what_the_record_gate_rejects(jvm) -> None:
+    """The records the feature job's user step would dead-letter do not wait for the
+    watermark in the JVM (streamtrain.flink.Screen): on generator records with every kind
+    of malformed one, corrupt bodies and each validation rule, the screen suspects exactly
+    the records the gate rejects."""
+    imp, act = codec_for(Impression), codec_for(Action)
+    good = [imp.encode(Impression("req-1", 12345, 678, NOW - 5, [1, 2, 300], [7, -8, 1 << 40],
+                                  [0.5, -1.25])),
+            imp.encode(Impression("r", 1, 1, NOW)),
+            act.encode(Action("req-1", 12345, 678, "click", NOW - 100, 2.5)),
+            act.encode(Action("é-ü", 1, 2, "like", NOW))]
+    rules = [imp.encode(Impression("", 1, 2, NOW)),                     # missing request_id
+             imp.encode(Impression("r", 0, 2, NOW)), imp.encode(Impression("r", -3, 2, NOW)),
+             imp.encode(Impression("r", 3, 0, NOW)),                      # missing item_id
+             imp.encode(Impression("r", 3, 2, NOW, [1, 2], [5])),         # slots/ids mismatch
+             imp.encode(Impression("r", 3, 2, 0)), imp.encode(Impression("r", 3, 2, 12)),
+             imp.encode(Impression("r", 3, 2, NOW + 3_600_001)),          # too far ahead
+             imp.encode(Impression("r", 3, 2, NOW + 3_600_000)),          # just within
+             imp.encode(Impression("r", 3, 2, NOW - 86_400_001)),         # older than max_past
+             act.encode(Action("r", 3, 2, "teleport", NOW)), act.encode(Action("r", 3, 2, "", NOW)),
+             act.encode(Action("r\udcff".encode("utf-8", "surrogatepass").decode("latin-1"), 3, 2,
+                               "click", NOW)),
+             b"", b"junk", b"\xc3\x01" + b"\x00" * 8, imp.encode(Impression("r", 3, 2, NOW))[::-1]]
+    limits = ValidationLimits(max_past_ms=86_400_000)
+    raws = good + rules + _generator_raws(0.2) + _body_corruptions(good, 3000, 5)
+    assert _screen_and_gate(jvm, raws, limits) == []
+    assert _screen_and_gate(jvm, raws, ValidationLimits(action_types=None, min_event_time_ms=None)) == []
+    screen = jvm_screen(limits)
+    assert [screen.suspect(r, 0, NOW) for r in good[:2]] == [False, False]
+    assert [screen.suspect(r, 0, NOW) for r in rules[:8]] == [True] * 8
+
+
+def test_the_screen_reads_another_writer_schemas_leading_fields_only(jvm) -> None:
+    """A message of another writer schema the codec reads is screened on its leading fields
+    only (its body's layout is the decoder's business), so a good one waits like any other;
+    a header no codec knows is suspect."""
+    from schemas.codec import MAGIC
+
+    limits = ValidationLimits()
+    body = codec_for(Impression).encode(Impression("r", 3, 2, NOW, [1], [5], [0.5]))[HEADER_LEN:]
+    bad_body = codec_for(Impression).encode(Impression("r", 0, 2, NOW))[HEADER_LEN:]
+    own, older, unknown = sorted(codec_for(Impression).own_headers)[0], MAGIC + bytes(8), MAGIC + b"\x01" * 8
+    act = b"".join(sorted(codec_for(Action).known_headers))
+    screen = jvm.Screen(own, own + older, act, act, limits.min_event_time_ms, limits.max_future_ms,
+                        -1, None)
+    assert not screen.suspect(own + body, 0, NOW) and screen.suspect(own + body + b"\x00", 0, NOW)
+    assert not screen.suspect(older + body, 0, NOW) and not screen.suspect(older + body + b"\x00", 0, NOW)
+    assert screen.suspect(older + bad_body, 0, NOW)
+    assert screen.suspect(unknown + body, 0, NOW)
 
 
 def _plan_operators(build, flink: FlinkConfig) -> list[str]:

@@ -10,6 +10,8 @@ import pickle
 import random
 from collections.abc import Callable
 
+from pyflink.datastream.time_domain import TimeDomain
+
 from schemas import Action, Impression, codec_for
 from streaming.features.flink_functions import (
     KIND_ACTION,
@@ -93,6 +95,15 @@ class _Backend:
 
     def get_current_key(self) -> int:
         return self.key
+
+    def current_processing_time(self) -> int:
+        return 0
+
+    def register_processing_time_timer(self, t: int) -> None:
+        pass  # the metric mirror's: this backend fires event-time timers only
+
+    def time_domain(self):
+        return TimeDomain.EVENT_TIME
 
     def register_event_time_timer(self, t: int) -> None:
         self.registrations += 1

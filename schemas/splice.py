@@ -106,6 +106,16 @@ _FU_HEADER = codec_for(FeatureUpdate).encode(FeatureUpdate("", 0, 0))[:HEADER_LE
 _NAMES: dict[tuple[str, ...], bytes] = {}  # the feature jobs' few name lists, encoded once
 
 
+def feature_update_parts(entity_type: str, names: Sequence[str]) -> tuple[bytes, bytes]:
+    """(what a FeatureUpdate message of ``entity_type`` starts with: header, schema_version
+    and entity_type; its ``names`` array encoded): the constant parts of the messages the
+    JVM's item step writes (``streamtrain.flink.ItemFeatures``), as ``feature_update_bytes``
+    writes them."""
+    entity = entity_type.encode()
+    return (b"".join((_FU_HEADER, write_long(FeatureUpdate("", 0, 0).schema_version),
+                      write_long(len(entity)), entity)), _strings(names))
+
+
 def feature_update_bytes(fu: FeatureUpdate) -> bytes:
     """``codec_for(FeatureUpdate).encode(fu)``, byte for byte, ~4x faster: the feature job
     writes two per impression, and their names (the same few lists) are encoded once.

@@ -259,3 +259,49 @@ def field_in_order(flink: Any, stream: Any, field: int, value_type: Any, name: s
     j_rows = stream._j_data_stream.map(cls(field), row_type).name("key:FieldKey")
     return _sorted_keyed(j_rows, Types.LONG(), value_type, stream, name)
 
+
+def _java_array(gateway: Any, kind: Any, values: Any) -> Any:
+    arr = gateway.new_array(kind, len(values))
+    for i, v in enumerate(values):
+        arr[i] = v
+    return arr
+
+
+def item_features_jvm(stream: Any, spec: Any, tags: tuple[Any, Any, Any]) -> Any | None:
+    """The feature job's item step in the JVM (``streamtrain.flink.ItemFeatures``) on
+    ``stream``, the user step's records keyed by item in event-time order
+    (``field_in_order``): enriched impression bytes on the main output; ``tags`` (actions,
+    FeatureUpdates, dead letters) its side outputs, as ``ItemFeatureFunction(ordered=True)``
+    writes them. None when the class is not loaded (the Python step runs then)."""
+    from pyflink.common import Types
+    from pyflink.datastream import DataStream
+    from pyflink.java_gateway import get_gateway
+
+    from schemas import DeadLetter
+    from schemas.splice import feature_update_parts
+    from streaming.dead_letters import REASONS
+
+    cls = ops_class("ItemFeatures")
+    if cls is None:
+        return None
+    gateway = get_gateway()
+    jvm = gateway.jvm
+    feats = spec.features("item")
+    events = list(spec.events)
+    prefix, names = feature_update_parts("item", spec.names("item"))
+    # a DeadLetter of the item step up to its reason: stage, source topic, partition, offset
+    dead = codec_for(DeadLetter).encode(DeadLetter(stage="features", source_topic="user-step", reason="",
+                                                   time_ms=0, raw=b""))[:-3]
+    fn = cls(b"".join(sorted(codec_for(Impression).own_headers)),
+             b"".join(sorted(codec_for(Action).own_headers)),
+             _java_array(gateway, jvm.String, events),
+             _java_array(gateway, jvm.int, [0 if f.kind == "count" else 1 for f in feats]),
+             _java_array(gateway, jvm.int, [events.index(f.event) for f in feats]),
+             _java_array(gateway, jvm.long, [f.window_ms for f in feats]),
+             _java_array(gateway, jvm.boolean, [spec.log1p_counts and f.kind == "count" for f in feats]),
+             spec.ctr_prior * spec.ctr_strength, float(spec.ctr_strength),
+             max(spec.max_window_ms, spec.dedup_ttl_ms) + 1, prefix, names, dead,
+             _java_array(gateway, jvm.String, list(REASONS)),
+             *(tag.get_java_output_tag() for tag in tags))
+    return DataStream(stream._j_data_stream.process(fn, Types.PRIMITIVE_ARRAY(Types.BYTE())
+                                                    .get_java_type_info()))

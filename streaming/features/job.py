@@ -67,7 +67,13 @@ from streaming.flink_env import (
     watermarks,
 )
 from streaming.job_skeleton import FlinkJob, JobRun, run_as_script
-from streaming.jvm_ops import field_in_order, keyed_in_jvm, stamp_event_time_jvm, users_in_order
+from streaming.jvm_ops import (
+    field_in_order,
+    item_features_jvm,
+    keyed_in_jvm,
+    stamp_event_time_jvm,
+    users_in_order,
+)
 from streamtrain import flags
 from streamtrain.config import check
 from streamtrain.kafka_io import KafkaConfig, TopicsConfig
@@ -94,6 +100,10 @@ class FeatureJobConfig:
         ``flink.jvm_ops``. Records the gate may reject do not wait (``streamtrain.flink.Screen``)
         and the input is counted on arrival (docs/features.md, "Waiting in the JVM"). Keep
         it across a restore.
+    jvm_item_step: with ``jvm_sort``, the item step (its counts and CTRs) runs whole in the
+        JVM (``streamtrain.flink.ItemFeatures``, the twin of the Python step: the same
+        outputs), one Python call per event fewer; false: the Python step. Keep it across a
+        restore (the two keep their state under different operator ids).
     max_restarts: -1 keeps Flink's restart strategy (exponential delay, forever); n >= 0
         restarts at most n times, then the job fails (tests use 0 to fail fast).
     """
@@ -105,6 +115,7 @@ class FeatureJobConfig:
     state_backend: StateBackend = "hashmap"
     max_restarts: int = -1
     jvm_sort: bool = True
+    jvm_item_step: bool = True
 
     def __post_init__(self) -> None:
         check(self.start in START_FROM, "features_job.start", self.start, " | ".join(START_FROM))
@@ -148,15 +159,21 @@ def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsCon
                                         cache_size=flink.state_cache_size)
     by_user = users.process(user_step, output_type=step_output_type()).name("dedup-user-features") \
         .uid("user-features")
-    if item_step is None:
-        item_step = ItemFeatureFunction(spec, cache_size=flink.state_cache_size, ordered=ordered)
     # (kind, item, bytes) keyed by item
     items = field_in_order(flink, by_user, 1, step_output_type(), "item") if ordered else \
         keyed_in_jvm(flink, (by_user,), "FieldKey", Types.LONG(), 1)
     if items is None:
         items = by_user.key_by(lambda t: t[1], key_type=Types.LONG())
-    by_item = items.process(item_step, output_type=bytes_type()).name("item-features") \
-        .uid("item-features")
+    by_item = item_features_jvm(items, spec, (actions_tag(), features_tag(), dead_letter_tag())) \
+        if ordered and job.jvm_item_step and item_step is None else None
+    if by_item is not None:
+        log.info("features: records sorted in the JVM, item step in the JVM (streamtrain.flink.ItemFeatures)")
+        by_item = by_item.name("item-features").uid("item-features-jvm")
+    else:
+        if item_step is None:
+            item_step = ItemFeatureFunction(spec, cache_size=flink.state_cache_size, ordered=ordered)
+        by_item = items.process(item_step, output_type=bytes_type()).name("item-features") \
+            .uid("item-features")
 
     def sink(stream, topic: str, uid: str):
         stream.sink_to(kafka_sink(kafka, topic)).name(f"kafka:{topic}").uid(uid)

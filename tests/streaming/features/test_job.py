@@ -141,11 +141,11 @@ def test_features_job_drops_injected_duplicates_and_dead_letters_bad_input(kafka
 
 
 def test_features_job_sorting_in_the_jvm_writes_what_python_timers_write(kafka_broker, topics):
-    """features_job.jvm_sort on (each step's records sorted by event time in the JVM) and
-    off (each record waits in the Python step for an event-time timer): the same outputs,
-    record for record, on a stream out of order only within the watermark's bound (which
-    records fall further behind than it depends on how the source interleaves partitions,
-    in either mode)."""
+    """features_job.jvm_sort on (each step's records sorted by event time in the JVM; the
+    item step in the JVM, or in Python with jvm_item_step off) and off (each record waits in
+    the Python step for an event-time timer): the same outputs, record for record, on a
+    stream out of order only within the watermark's bound (which records fall further
+    behind than it depends on how the source interleaves partitions, in either mode)."""
     gen = TrafficGenerator(GeneratorConfig(seed=6, duration_s=60, impressions_per_s=50,
                                            duplicate_rate=0.05, out_of_order_rate=0.2,
                                            out_of_order_max_s=3.0, malformed_rate=0.0,
@@ -153,9 +153,12 @@ def test_features_job_sorting_in_the_jvm_writes_what_python_timers_write(kafka_b
     produce(gen.events(), kafka_broker, topics)
     outputs = ("impressions_enriched", "actions_deduped", "features", "dead_letter")
     timers = dataclasses.replace(topics, **{r: f"{getattr(topics, r)}-timers" for r in outputs})
+    python_item = dataclasses.replace(topics, **{r: f"{getattr(topics, r)}-py" for r in outputs})
     create_topics(kafka_broker, timers)
+    create_topics(kafka_broker, python_item)
     run_features(kafka_broker, topics, "features_job.jvm_sort=true")
     run_features(kafka_broker, timers, "features_job.jvm_sort=false")
+    run_features(kafka_broker, python_item, "features_job.jvm_item_step=false")
 
     def read(t, role, record_type):
         return sorted(map(repr, decode_all(kafka_broker, getattr(t, role), record_type)))
@@ -163,12 +166,15 @@ def test_features_job_sorting_in_the_jvm_writes_what_python_timers_write(kafka_b
     enriched = read(topics, "impressions_enriched", Impression)
     assert len(enriched) == gen.stats["impressions"] and gen.stats["out_of_order_impressions"] > 0
     assert read(timers, "impressions_enriched", Impression) == enriched
+    assert read(python_item, "impressions_enriched", Impression) == enriched
     deduped = read(topics, "actions_deduped", Action)
     assert len(deduped) == gen.stats["actions"] > 0
     assert read(timers, "actions_deduped", Action) == deduped
+    assert read(python_item, "actions_deduped", Action) == deduped
     updates = read(topics, "features", FeatureUpdate)
     assert len(updates) == 2 * len(enriched)
     assert read(timers, "features", FeatureUpdate) == updates
+    assert read(python_item, "features", FeatureUpdate) == updates
     # what the joiner's watermarks read: event time as the Kafka timestamp, sorted path too
     for role, codec in (("impressions_enriched", codec_for(Impression)),
                         ("actions_deduped", codec_for(Action))):

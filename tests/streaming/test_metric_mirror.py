@@ -7,25 +7,7 @@ from __future__ import annotations
 from pyflink.datastream.time_domain import TimeDomain
 
 from streaming.flink_metrics import MetricMirror
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.value = 0
-
-    def inc(self, n: int = 1) -> None:
-        self.value += n
-
-    def dec(self, n: int = 1) -> None:
-        self.value -= n
-
-
-class Group:
-    def __init__(self) -> None:
-        self.counters: dict[str, Counter] = {}
-
-    def counter(self, name: str) -> Counter:
-        return self.counters.setdefault(name, Counter())
+from tests.helpers.flink_fakes import FakeMetricGroup
 
 
 class Timers:
@@ -52,26 +34,26 @@ class Ctx:
 
 
 def test_a_burst_then_silence_shows_the_bursts_last_record() -> None:
-    group, figures, timers = Group(), {"records": 0}, Timers()
+    group, figures, timers = FakeMetricGroup(), {"records": 0}, Timers()
     mirror = MetricMirror(group, lambda: dict(figures), every_s=60.0)
     for _ in range(5):  # a burst well inside every_s: each record syncs before its own change
         mirror.maybe_sync(Ctx(timers))
         figures["records"] += 1
-    assert group.counters["records"].value == 0  # synced once, at the first record
+    assert group.counters["records"].count == 0  # synced once, at the first record
     assert timers.registered == [61_000]  # one timer for the burst, every_s ahead
     assert not mirror.fired(Ctx(timers, TimeDomain.EVENT_TIME))  # the operator's own timer
-    assert group.counters["records"].value == 0
+    assert group.counters["records"].count == 0
     assert mirror.fired(Ctx(timers))
-    assert group.counters["records"].value == 5
+    assert group.counters["records"].count == 5
     figures["records"] -= 2  # a gauge going down
     mirror.maybe_sync(Ctx(timers))
     assert len(timers.registered) == 2  # the next record keeps a timer pending again
-    assert mirror.fired(Ctx(timers)) and group.counters["records"].value == 3
+    assert mirror.fired(Ctx(timers)) and group.counters["records"].count == 3
 
 
 def test_without_a_context_no_timer_is_registered() -> None:
-    group, figures = Group(), {"n": 1}
+    group, figures = FakeMetricGroup(), {"n": 1}
     mirror = MetricMirror(group, lambda: dict(figures), every_s=0.0)
     figures["n"] = 4
     mirror.maybe_sync()
-    assert group.counters["n"].value == 4
+    assert group.counters["n"].count == 4

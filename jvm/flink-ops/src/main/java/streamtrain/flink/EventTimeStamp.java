@@ -17,11 +17,7 @@ public final class EventTimeStamp implements SerializableTimestampAssigner<byte[
 
     /** event_time_ms, or {@code fallback} when the bytes end first or it exceeds a long. */
     public static long eventTime(byte[] raw, boolean action, long fallback) {
-        int[] rid = Peek.requestId(raw);
-        if (rid == null) {
-            return fallback;
-        }
-        int pos = Peek.varintEnd(raw, Peek.varintEnd(raw, rid[1]));  // user_id, item_id
+        int pos = Peek.afterIds(raw);
         if (pos < 0) {
             return fallback;
         }

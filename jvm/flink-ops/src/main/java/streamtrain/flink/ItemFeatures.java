@@ -375,14 +375,7 @@ public final class ItemFeatures extends KeyedProcessFunction<Row, Row, byte[]> {
      * (schemas.splice.impression_dense).
      */
     private int[] impressionDense(byte[] raw) {
-        if (!ownHeader(ownHeaders, raw)) {
-            return null;
-        }
-        int[] rid = Peek.requestId(raw);
-        if (rid == null) {
-            return null;
-        }
-        int pos = Peek.varintEnd(raw, Peek.varintEnd(raw, rid[1]));   // user_id, item_id
+        int pos = ownHeader(ownHeaders, raw) ? Peek.afterIds(raw) : -1;
         if (pos < 0) {
             return null;
         }
@@ -405,14 +398,7 @@ public final class ItemFeatures extends KeyedProcessFunction<Row, Row, byte[]> {
 
     /** {action_type start, its length, event_time_ms position} of an Action of the codec's own schema; null otherwise. */
     private int[] actionTypeAndTime(byte[] raw) {
-        if (!ownHeader(actionHeaders, raw)) {
-            return null;
-        }
-        int[] rid = Peek.requestId(raw);
-        if (rid == null) {
-            return null;
-        }
-        int pos = Peek.varintEnd(raw, Peek.varintEnd(raw, rid[1]));
+        int pos = ownHeader(actionHeaders, raw) ? Peek.afterIds(raw) : -1;
         if (pos < 0) {
             return null;
         }

@@ -55,6 +55,12 @@ final class Peek {
         }
     }
 
+    /** Position just past user_id and item_id (after the request_id), or -1 if the bytes end first. */
+    static int afterIds(byte[] data) {
+        int[] rid = requestId(data);
+        return rid == null ? -1 : varintEnd(data, varintEnd(data, rid[1]));
+    }
+
     /** The request_id's start and end, or null (truncated, negative or overlong length). */
     static int[] requestId(byte[] data) {
         int pos = varintEnd(data, HEADER_LEN);

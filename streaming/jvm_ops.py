@@ -174,6 +174,20 @@ def keyed_in_jvm(flink: Any, streams: tuple[Any, ...], op: str, key_type: Any, *
     return ConnectedStreams(*keyed) if len(keyed) == 2 else keyed[0]
 
 
+def _java_array(gateway: Any, kind: Any, values: Any) -> Any:
+    """A Java array of ``kind`` (``gateway.jvm.String``, ``gateway.jvm.int``, a class) holding
+    ``values``."""
+    arr = gateway.new_array(kind, len(values))
+    for i, v in enumerate(values):
+        arr[i] = v
+    return arr
+
+
+def _headers(headers: frozenset[bytes]) -> bytes:
+    """A codec's 10-byte headers one after another, as the Java classes read them."""
+    return b"".join(sorted(headers))
+
+
 def screen(limits: ValidationLimits | None) -> Any:
     """``streamtrain.flink.Screen`` for the record gate of ``limits`` (the defaults when
     None): which records the sort lets through at once because the gate may reject them."""
@@ -181,16 +195,13 @@ def screen(limits: ValidationLimits | None) -> Any:
 
     limits = ValidationLimits() if limits is None else limits
     gateway = get_gateway()
-    types = None
-    if limits.action_types is not None:
-        types = gateway.new_array(gateway.jvm.String, len(limits.action_types))
-        for i, name in enumerate(limits.action_types):
-            types[i] = name
+    types = None if limits.action_types is None else \
+        _java_array(gateway, gateway.jvm.String, limits.action_types)
     cls = ops_class("Screen")
     assert cls is not None, "callers check the jar is loaded"
     imp, act = codec_for(Impression), codec_for(Action)
-    return cls(b"".join(sorted(imp.own_headers)), b"".join(sorted(imp.known_headers)),
-               b"".join(sorted(act.own_headers)), b"".join(sorted(act.known_headers)),
+    return cls(_headers(imp.own_headers), _headers(imp.known_headers),
+               _headers(act.own_headers), _headers(act.known_headers),
                limits.min_event_time_ms or 0, limits.max_future_ms,
                -1 if limits.max_past_ms is None else limits.max_past_ms, types)
 
@@ -211,9 +222,7 @@ def _sorted_keyed(j_rows: Any, key_type: Any, value_type: Any, origin: Any, name
     key_info = Types.ROW([key_type]).get_java_type_info()
     sort = ops_class("EventTimeSort")
     assert sort is not None, "callers check the class is loaded"
-    group = gateway.new_array(gateway.jvm.String, len(counter_group))
-    for i, part in enumerate(counter_group):
-        group[i] = part
+    group = _java_array(gateway, gateway.jvm.String, counter_group)
     j_sorted = j_rows.keyBy(gateway.jvm.KeyByKeySelector(), key_info) \
         .process(sort(row_type, gate, group), row_type).name(f"event-time-sort:{name}").uid(f"event-time-sort-{name}")
     j_keyed = gateway.jvm.org.apache.flink.streaming.api.datastream.DataStreamUtils \
@@ -240,8 +249,8 @@ def users_in_order(flink: Any, impressions: Any, actions: Any, value_type: Any,
     from pyflink.java_gateway import get_gateway
 
     gateway = get_gateway()
-    others = gateway.new_array(gateway.jvm.org.apache.flink.streaming.api.datastream.DataStream, 1)
-    others[0] = j_rows[1]
+    others = _java_array(gateway, gateway.jvm.org.apache.flink.streaming.api.datastream.DataStream,
+                         j_rows[1:])
     return _sorted_keyed(j_rows[0].union(others), Types.LONG(), value_type, impressions, "user",
                          screen(limits), ("features", "user"))
 
@@ -258,13 +267,6 @@ def field_in_order(flink: Any, stream: Any, field: int, value_type: Any, name: s
     row_type = Types.ROW([Types.LONG(), value_type]).get_java_type_info()
     j_rows = stream._j_data_stream.map(cls(field), row_type).name("key:FieldKey")
     return _sorted_keyed(j_rows, Types.LONG(), value_type, stream, name)
-
-
-def _java_array(gateway: Any, kind: Any, values: Any) -> Any:
-    arr = gateway.new_array(kind, len(values))
-    for i, v in enumerate(values):
-        arr[i] = v
-    return arr
 
 
 def item_features_jvm(stream: Any, spec: Any, tags: tuple[Any, Any, Any]) -> Any | None:
@@ -292,8 +294,7 @@ def item_features_jvm(stream: Any, spec: Any, tags: tuple[Any, Any, Any]) -> Any
     # a DeadLetter of the item step up to its reason: stage, source topic, partition, offset
     dead = codec_for(DeadLetter).encode(DeadLetter(stage="features", source_topic="user-step", reason="",
                                                    time_ms=0, raw=b""))[:-3]
-    fn = cls(b"".join(sorted(codec_for(Impression).own_headers)),
-             b"".join(sorted(codec_for(Action).own_headers)),
+    fn = cls(_headers(codec_for(Impression).own_headers), _headers(codec_for(Action).own_headers),
              _java_array(gateway, jvm.String, events),
              _java_array(gateway, jvm.int, [0 if f.kind == "count" else 1 for f in feats]),
              _java_array(gateway, jvm.int, [events.index(f.event) for f in feats]),

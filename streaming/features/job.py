@@ -165,7 +165,7 @@ def build(env: StreamExecutionEnvironment, kafka: KafkaConfig, topics: TopicsCon
     if items is None:
         items = by_user.key_by(lambda t: t[1], key_type=Types.LONG())
     by_item = item_features_jvm(items, spec, (actions_tag(), features_tag(), dead_letter_tag())) \
-        if ordered and job.jvm_item_step and item_step is None else None
+        if ordered and job.jvm_item_step else None
     if by_item is not None:
         log.info("features: records sorted in the JVM, item step in the JVM (streamtrain.flink.ItemFeatures)")
         by_item = by_item.name("item-features").uid("item-features-jvm")

@@ -17,6 +17,7 @@ import org.apache.flink.api.java.tuple.Tuple3;
 import org.apache.flink.metrics.Counter;
 import org.apache.flink.metrics.Gauge;
 import org.apache.flink.metrics.MetricGroup;
+import org.apache.flink.streaming.api.TimerService;
 import org.apache.flink.streaming.api.functions.KeyedProcessFunction;
 import org.apache.flink.types.Row;
 import org.apache.flink.util.Collector;
@@ -124,7 +125,7 @@ public final class ItemFeatures extends KeyedProcessFunction<Row, Row, byte[]> {
         group.gauge("entities", (Gauge<Long>) () -> Math.max(0L, entitiesCreated - entitiesDropped));
     }
 
-    private void count(String name) {
+    private void inc(String name) {
         counters.get(name).inc();
     }
 
@@ -135,7 +136,7 @@ public final class ItemFeatures extends KeyedProcessFunction<Row, Row, byte[]> {
         Tuple3<Integer, Long, byte[]> t = value instanceof Tuple3 ? (Tuple3<Integer, Long, byte[]>) value : null;
         byte[] raw = t == null ? null : t.f2;
         boolean impression = t != null && t.f0 != null && t.f0 == KIND_IMPRESSION;
-        count(impression ? "impressions_in" : "actions_in");
+        inc(impression ? "impressions_in" : "actions_in");
         if (raw == null || t.f1 == null) {
             deadLetter(ctx, raw, "undecodable: no item record");
             return;
@@ -152,12 +153,12 @@ public final class ItemFeatures extends KeyedProcessFunction<Row, Row, byte[]> {
             add(0, time);
             double[] values = values(time);
             prune(time);
-            count("impressions");
-            count("enriched");
+            inc("impressions");
+            inc("enriched");
             out.collect(withDense(raw, layout[1], layout[2], values));
-            count("impressions_out");
+            inc("impressions_out");
             ctx.output(updatesTag, featureUpdate(item, time, values));
-            count("feature_updates");
+            inc("feature_updates");
             afterRecord(ctx, fresh);
         } else {
             int[] at = actionTypeAndTime(raw);
@@ -171,9 +172,9 @@ public final class ItemFeatures extends KeyedProcessFunction<Row, Row, byte[]> {
             boolean fresh = isNew();
             add(event, time);
             prune(time);
-            count("actions");
+            inc("actions");
             ctx.output(actionsTag, raw);
-            count("actions_out");
+            inc("actions_out");
             afterRecord(ctx, fresh);
         }
     }
@@ -182,18 +183,21 @@ public final class ItemFeatures extends KeyedProcessFunction<Row, Row, byte[]> {
         return cleanup.value() == null;
     }
 
-    /** A new key counted; the cleanup tick registered when none is (one per key at a time). */
+    /** A new key counted, and its cleanup tick registered: a key holds one at a time (onTimer
+     * registers the next), so a key with a tick is not new. */
     private void afterRecord(Context ctx, boolean fresh) throws Exception {
         if (fresh) {
             entitiesCreated++;
-            count("entities_created");
+            inc("entities_created");
+            registerCleanup(ctx.timerService());
         }
-        if (cleanup.value() == null) {
-            long due = newest() + cleanupAfterMs;
-            long tick = Math.floorDiv(due + TICK_MS - 1, TICK_MS) * TICK_MS;
-            ctx.timerService().registerEventTimeTimer(tick);
-            cleanup.update(tick);
-        }
+    }
+
+    private void registerCleanup(TimerService timers) throws Exception {
+        long due = newest() + cleanupAfterMs;
+        long tick = Math.floorDiv(due + TICK_MS - 1, TICK_MS) * TICK_MS;
+        timers.registerEventTimeTimer(tick);
+        cleanup.update(tick);
     }
 
     @Override
@@ -206,12 +210,11 @@ public final class ItemFeatures extends KeyedProcessFunction<Row, Row, byte[]> {
             }
             cleanup.clear();
             entitiesDropped++;
-            count("entities_dropped");
+            inc("entities_dropped");
             return;
         }
         if (registered != null && registered <= timestamp) {
-            cleanup.clear();
-            afterRecord(ctx, false);
+            registerCleanup(ctx.timerService());
         }
     }
 
@@ -333,18 +336,6 @@ public final class ItemFeatures extends KeyedProcessFunction<Row, Row, byte[]> {
 
     // ---- bytes ------------------------------------------------------------------------------
 
-    private static boolean ownHeader(byte[] headers, byte[] raw) {
-        if (raw.length < Peek.HEADER_LEN) {
-            return false;
-        }
-        for (int at = 0; at < headers.length; at += Peek.HEADER_LEN) {
-            if (Arrays.equals(raw, 0, Peek.HEADER_LEN, headers, at, at + Peek.HEADER_LEN)) {
-                return true;
-            }
-        }
-        return false;
-    }
-
     private static long longAt(byte[] raw, int pos) {
         int[] end = new int[1];
         boolean[] fits = new boolean[1];
@@ -375,7 +366,7 @@ public final class ItemFeatures extends KeyedProcessFunction<Row, Row, byte[]> {
      * (schemas.splice.impression_dense).
      */
     private int[] impressionDense(byte[] raw) {
-        int pos = ownHeader(ownHeaders, raw) ? Peek.afterIds(raw) : -1;
+        int pos = Peek.hasHeader(ownHeaders, raw) ? Peek.afterIds(raw) : -1;
         if (pos < 0) {
             return null;
         }
@@ -398,7 +389,7 @@ public final class ItemFeatures extends KeyedProcessFunction<Row, Row, byte[]> {
 
     /** {action_type start, its length, event_time_ms position} of an Action of the codec's own schema; null otherwise. */
     private int[] actionTypeAndTime(byte[] raw) {
-        int pos = ownHeader(actionHeaders, raw) ? Peek.afterIds(raw) : -1;
+        int pos = Peek.hasHeader(actionHeaders, raw) ? Peek.afterIds(raw) : -1;
         if (pos < 0) {
             return null;
         }
@@ -478,7 +469,7 @@ public final class ItemFeatures extends KeyedProcessFunction<Row, Row, byte[]> {
         writeLong(out, body.length);
         out.write(body, 0, body.length);
         ctx.output(deadLetterTag, out.toByteArray());
-        count("dead_letters");
-        count("dead_letters_undecodable");
+        inc("dead_letters");
+        inc("dead_letters_undecodable");
     }
 }

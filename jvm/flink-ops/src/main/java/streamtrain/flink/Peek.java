@@ -1,5 +1,7 @@
 package streamtrain.flink;
 
+import java.util.Arrays;
+
 /**
  * The leading fields of an Impression / Action message (Avro single-object encoding: a
  * 10-byte header, then schema_version, request_id, user_id, item_id) read without a decode.
@@ -53,6 +55,19 @@ final class Peek {
             }
             shift += 7;
         }
+    }
+
+    /** Whether {@code data} starts with one of {@code headers} (10-byte headers, one after another). */
+    static boolean hasHeader(byte[] headers, byte[] data) {
+        if (data.length < HEADER_LEN) {
+            return false;
+        }
+        for (int at = 0; at < headers.length; at += HEADER_LEN) {
+            if (Arrays.equals(data, 0, HEADER_LEN, headers, at, at + HEADER_LEN)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** Position just past user_id and item_id (after the request_id), or -1 if the bytes end first. */

@@ -101,13 +101,7 @@ public final class Screen implements Serializable {
     }
 
     private static boolean listed(byte[][] byKind, byte[] raw, int kind) {
-        byte[] headers = byKind[kind == EventTimeSort.KIND_ACTION ? 1 : 0];
-        for (int at = 0; at < headers.length; at += Peek.HEADER_LEN) {
-            if (Arrays.equals(raw, 0, Peek.HEADER_LEN, headers, at, at + Peek.HEADER_LEN)) {
-                return true;
-            }
-        }
-        return false;
+        return Peek.hasHeader(byKind[kind == EventTimeSort.KIND_ACTION ? 1 : 0], raw);
     }
 
     /** Reads Avro binary values; {@code pos} becomes -1 (and stays) once something is unreadable. */

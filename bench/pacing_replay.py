@@ -48,9 +48,9 @@ from bench.trainer_peers import summarize
 from schemas import FLAG_LATE_CORRECTION, Sample, codec_for
 from streamtrain.kafka_io import KafkaConfig, read_all
 from streamtrain.local_kafka import LocalKafka, LocalKafkaConfig, free_port
-from trainer.batch import Batch, BatchBuilder
+from trainer.batch import Batch, BatchBuilder, take
 from trainer.config import ModelConfig, TableConfig, TrainerConfig
-from trainer.pacing import NegativePacer, take
+from trainer.pacing import NegativePacer
 from trainer.trainer import Trainer
 
 

@@ -30,6 +30,7 @@ Layout of a batch of B samples holding N sparse ids in all (sample-major)::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -227,3 +228,55 @@ class BatchBuilder:
                 act_delays.append(delay_flat[dfirst[i]:dfirst[i] + c])
         delays = np.concatenate(act_delays) if act_delays else np.zeros(0, dtype=np.int64)
         return labels, unknown, np.asarray(act_rows, dtype=np.int64), delays.astype(np.int64)
+
+
+def take(batch: Batch, rows: np.ndarray) -> Batch:
+    """The samples ``rows`` (sorted indices) of ``batch``; no positions (the caller decides)."""
+    starts, ends = batch.offsets[rows], batch.offsets[rows + 1]
+    lengths = ends - starts
+    id_rows = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths) + np.arange(lengths.sum())
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    action_rows = action_ms = None
+    if batch.action_rows is not None and batch.action_ms is not None:
+        new_index = np.full(len(batch), -1, np.int64)
+        new_index[rows] = np.arange(len(rows))
+        keep = new_index[batch.action_rows] >= 0
+        action_rows, action_ms = new_index[batch.action_rows[keep]], batch.action_ms[keep]
+    return Batch(ids=batch.ids[id_rows], fields=batch.fields[id_rows], offsets=offsets, dense=batch.dense[rows],
+                 labels=batch.labels[rows], weights=batch.weights[rows], sample_rate=batch.sample_rate[rows],
+                 flags=batch.flags[rows], event_time_ms=batch.event_time_ms[rows],
+                 request_ids=[batch.request_ids[r] for r in rows] if batch.request_ids else [],
+                 labelled=None if batch.labelled is None else batch.labelled[rows],
+                 emit_time_ms=None if batch.emit_time_ms is None else batch.emit_time_ms[rows],
+                 action_rows=action_rows, action_ms=action_ms)
+
+
+def concat(batches: list[Batch]) -> Batch:
+    """One batch of ``batches`` in order; positions, dropped ids and unknown labels are the
+    caller's (they describe consumption, not rows)."""
+    if len(batches) == 1:
+        return batches[0]
+    sizes = [len(b) for b in batches]
+    base = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    id_base = np.cumsum([0] + [int(b.offsets[-1]) for b in batches[:-1]])
+    offsets = np.concatenate([[0]] + [b.offsets[1:] + ib for b, ib in zip(batches, id_base)]).astype(np.int64)
+
+    def opt(get: Callable[[Batch], np.ndarray | None]) -> np.ndarray | None:
+        parts = [get(b) for b in batches]
+        return None if any(p is None for p in parts) else np.concatenate(parts)  # type: ignore[arg-type]
+
+    traced = all(b.action_rows is not None and b.action_ms is not None for b in batches)
+    return Batch(ids=np.concatenate([b.ids for b in batches]), fields=np.concatenate([b.fields for b in batches]),
+                 offsets=offsets, dense=np.concatenate([b.dense for b in batches]),
+                 labels=np.concatenate([b.labels for b in batches]),
+                 weights=np.concatenate([b.weights for b in batches]),
+                 sample_rate=np.concatenate([b.sample_rate for b in batches]),
+                 flags=np.concatenate([b.flags for b in batches]),
+                 event_time_ms=np.concatenate([b.event_time_ms for b in batches]),
+                 request_ids=[r for b in batches for r in b.request_ids]
+                 if all(len(b.request_ids) == len(b) for b in batches) else [],
+                 labelled=opt(lambda b: b.labelled if b.labelled is not None else b.labels.any(1)),
+                 emit_time_ms=opt(lambda b: b.emit_time_ms),
+                 action_rows=np.concatenate([b.action_rows + o for b, o in zip(batches, base)])
+                 if traced else None,
+                 action_ms=np.concatenate([b.action_ms for b in batches]) if traced else None)

@@ -118,6 +118,10 @@ class TrainerConfig:
     """The training loop (section ``[trainer]``)."""
 
     batch_size: int = 1024
+    # while the model has seen fewer than batch_size samples, a batch is trained in steps of
+    # at most max(this, samples seen before the step): 128, 128, 256, 512, then whole batches,
+    # so the first labels move the model before the next samples are scored; 0 = off
+    warmup_step_samples: int = 128
     max_wait_ms: int = 200          # flush a partial batch after this long without a full one
     prefetch_batches: int = 4
     device: str = "auto"            # auto | cpu | cuda
@@ -177,6 +181,8 @@ class TrainerConfig:
               self.stall_negative_weight, "0..1")
         check(self.expire_every_batches >= 1, "trainer.expire_every_batches",
               self.expire_every_batches, ">= 1")
+        check(self.warmup_step_samples >= 0, "trainer.warmup_step_samples", self.warmup_step_samples,
+              ">= 0 (0 = off)")
         check(self.bias_tracking_samples >= 0, "trainer.bias_tracking_samples",
               self.bias_tracking_samples, ">= 0 (0 = off)")
         check(self.window >= 100, "trainer.window", self.window, ">= 100")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer import checkpoint
-from trainer.batch import Batch
+from trainer.batch import Batch, take
 from trainer.config import ModelConfig, TableConfig, TrainerConfig
 from trainer.embedding import EmbeddingTable, make_table
 from trainer.errors import CheckpointError, TrainerError
@@ -112,12 +112,38 @@ class Trainer:
         return score_batch(self.model, batch, self.lookup)
 
     def train_batch(self, batch: Batch) -> np.ndarray:
-        """Score the batch, record the scores, then train on it. Returns the (B, H) scores."""
+        """Score the batch, record the scores, then train on it. Returns the (B, H) scores.
+        One step, except while the model is young (``warmup_cuts``): then the batch is
+        trained in pieces, each scored after the pieces before it were learnt."""
         if len(batch) == 0:
             self.positions.update(batch.positions)
             return np.zeros((0, len(self.model_cfg.heads)), np.float32)
         self.weighting.observe(batch)
         self._count_unknown(batch)
+        # per sample, not per batch: the loss is the sum over the batch divided by the running
+        # mean batch size (the batch mean when batches are of one size, as before). A live
+        # stream's batches are cut by time and come label-sorted (the joiner releases a
+        # window's negatives together, early positives one by one); with the batch mean, a
+        # batch of 5 clicks moved the weights as far as one of 500 negatives and the model
+        # drifted to over-predict clicks ~5x (a live run; a fixed-size replay of the same
+        # samples was calibrated). Warm-up pieces are normalised by it too.
+        self.mean_batch += MEAN_BATCH_DECAY * (len(batch) - self.mean_batch) if self.mean_batch else len(batch)
+        cuts = warmup_cuts(self.samples, len(batch), self.cfg.warmup_step_samples, self.cfg.batch_size)
+        trained = self.samples
+        if len(cuts) == 2:
+            scores = self._learn(batch)
+        else:
+            scores = np.concatenate([self._learn(take(batch, np.arange(lo, hi))) for lo, hi in zip(cuts, cuts[1:])])
+        self.positions.update(batch.positions)
+        if self.samples == trained:  # every piece skipped: no step
+            return scores
+        self.step += 1
+        if self.step % self.cfg.expire_every_batches == 0:
+            self.table.expire(self.watermark_ms)
+        return scores
+
+    def _learn(self, batch: Batch) -> np.ndarray:
+        """One optimisation step on ``batch`` (scored first: progressive); its (B, H) scores."""
         ids = distinct_ids(batch)  # the steps of trainer.scoring.score_batch, with gradients
         now = int(batch.event_time_ms.max())
         rows = self.table.rows_for(ids.uniq, now_ms=now, train=True, counts=ids.counts())
@@ -129,14 +155,6 @@ class Trainer:
         eval_w, train_w = self.weighting.base(batch)
         weights = torch.from_numpy(train_w).to(self.device) * self.weighting.fake_negative(probs, labels)
         offset = torch.from_numpy(self.weighting.logit_offset(batch)).to(self.device)
-        # per sample, not per batch: the sum over the batch divided by the running mean batch
-        # size (the batch mean when batches are of one size, as before). A live stream's
-        # batches are cut by time and come label-sorted (the joiner releases a window's
-        # negatives together, early positives one by one); with the batch mean, a batch of 5
-        # clicks moved the weights as far as one of 500 negatives and the model drifted to
-        # over-predict clicks ~5x (a live run; a fixed-size replay of the same samples was
-        # calibrated)
-        self.mean_batch += MEAN_BATCH_DECAY * (len(batch) - self.mean_batch) if self.mean_batch else len(batch)
         loss = F.binary_cross_entropy_with_logits(logits + offset, labels, weight=weights,
                                                   reduction="sum") / self.mean_batch
         if not bool(torch.isfinite(loss)) or not bool(torch.isfinite(probs).all()):
@@ -157,12 +175,8 @@ class Trainer:
             shift = self.bias_tracker.update(scores, batch.labels, eval_w, now_scores)
             with torch.no_grad():
                 self.model.heads.bias.add_(torch.as_tensor(shift, dtype=torch.float32, device=self.device))
-        self.step += 1
         self.samples += len(batch)
-        self.positions.update(batch.positions)
         self.watermark_ms = max(self.watermark_ms, int(batch.event_time_ms.max()))
-        if self.step % self.cfg.expire_every_batches == 0:
-            self.table.expire(self.watermark_ms)
         self.last_loss = float(loss.detach())
         self.traces.observe(batch)  # the step is done (the loss is on the host): trained_ms = now
         return scores
@@ -172,7 +186,6 @@ class Trainer:
         every weight into NaN for good): its positions advance, it is counted and logged."""
         self.skipped_batches += 1
         self.skipped_samples += len(batch)
-        self.positions.update(batch.positions)
         log.warning("skipped a batch of %d samples: non-finite loss or scores (extreme dense values "
                     "or weights?); %d batches skipped so far", len(batch), self.skipped_batches)
         return np.full((len(batch), len(self.model_cfg.heads)), np.nan, np.float32)
@@ -333,6 +346,24 @@ class Trainer:
         log.info("step=%d samples=%d samples_per_s=%.0f live_ids=%d %s", self.step, self.samples,
                  rate, self.table.num_live, aucs)
         return rep
+
+
+def warmup_cuts(seen: int, n: int, first: int, full: int) -> list[int]:
+    """Where a batch of ``n`` samples is cut into steps after the model has seen ``seen``:
+    while fewer than ``full`` (the batch size) were seen, a step takes at most max(``first``,
+    samples seen before it), so the steps of a new model grow 128, 128, 256, 512 and each is
+    scored after the ones before it were learnt; then the whole batch is one step. ``first``
+    0: always one step.
+
+    >>> warmup_cuts(0, 1024, 128, 1024), warmup_cuts(1024, 1024, 128, 1024)
+    ([0, 128, 256, 512, 1024], [0, 1024])
+    """
+    cuts = [0]
+    while cuts[-1] < n:
+        at = cuts[-1]
+        young = first and seen + at < full
+        cuts.append(min(n, at + max(first, seen + at)) if young else n)
+    return cuts
 
 
 def _fmt(x: float | None) -> str:

@@ -86,4 +86,26 @@ def test_generator_ceiling_main_writes_its_table(tiny_stream, tmp_path, monkeypa
     assert set(r["learners"]) == {"lr", "mf", "mf_known_items", "mf_known_items_bayes", "mf_known_users"}
     for v in r["learners"].values():
         assert 0 <= v["auc"] <= 1 and v["refit"]["block"] == 500 and v["lam"] in map(float, v["validation"])
-    assert "oracle part full (oracle)" in capsys.readouterr().out
+    f = r["first_window"]
+    assert f["samples"] == len(tiny_stream.samples) and f["oracle"]["ne"] < f["base_rate"]["ne"]
+    assert f["bayes_items_best_prior"]["ne"] == min(t["ne"] for t in f["bayes_items_priors_tried"])
+    out = capsys.readouterr().out
+    assert "oracle part full (oracle)" in out and "bayes_items_best_prior" in out
+
+
+def test_generator_ceiling_bayes_item_learner_learns_each_item_after_scoring_it():
+    rng = np.random.default_rng(1)
+    n, rates = 6000, np.array([0.02, 0.1, 0.4])
+    item = rng.integers(0, 3, n)
+    y = (rng.random(n) < rates[item]).astype(float)
+    w = np.ones(n)
+    w[5] = 0.0  # a masked sample teaches nothing
+    p = gc.bayes_items(item, y, w, mean=-2.0, spread=1.5)
+    firsts = [int(np.flatnonzero(item == k)[0]) for k in range(3)]
+    assert len({round(p[k], 9) for k in firsts}) == 1  # each item's first sample: the prior alone
+    for k in range(3):  # then each item's own rate
+        assert abs(p[item == k][-200:].mean() - rates[k]) < 0.3 * rates[k]
+    again = gc.bayes_items(item, np.where(np.arange(n) == 5, 1 - y, y), w, mean=-2.0, spread=1.5)
+    np.testing.assert_array_equal(np.delete(p, 5), np.delete(again, 5))  # label under weight 0 ignored
+    judged = gc.summarize(p, y, w)
+    assert judged["ne"] < 0.95 < gc.summarize(np.full(n, y.mean()), y, w)["ne"] + 0.01

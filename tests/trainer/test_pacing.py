@@ -11,8 +11,8 @@ import pytest
 
 from streamtrain.cli import train as train_cli
 from tests.helpers.trainer_models import produce_samples, sample, small_model, small_table, small_trainer
-from trainer.batch import BatchBuilder
-from trainer.pacing import NegativePacer, concat, take
+from trainer.batch import BatchBuilder, concat, take
+from trainer.pacing import NegativePacer
 from trainer.source import ListSource
 from trainer.stream import KafkaSampleSource
 from trainer.trainer import Trainer

@@ -87,7 +87,7 @@ def test_trainer_calibrated_from_the_start_with_bias_tracking():
     history = {}
     for name, m, cfg in (("tracked", small_model(), small_trainer(report_every_batches=8)),
                          ("untracked", small_model(init_rate=0.5),
-                          small_trainer(report_every_batches=8, bias_tracking_samples=0))):
+                          small_trainer(report_every_batches=8, bias_tracking_samples=0, warmup_step_samples=0))):
         trainer = Trainer(m, small_table(), cfg)
         trainer.run(ListSource(stream, m, 256))
         history[name] = [r["click"] for r in trainer.validator.history]
@@ -96,6 +96,46 @@ def test_trainer_calibrated_from_the_start_with_bias_tracking():
     assert all(0.8 < r["window"]["calibration"] < 1.25 for r in history["tracked"][1:])
     assert history["untracked"][0]["cumulative"]["ne"] > 1.5
     assert history["untracked"][0]["cumulative"]["calibration"] > 3
+
+
+def test_a_young_model_learns_its_first_batch_in_growing_steps():
+    """The first batch of a new model is trained in steps of 128, 128, 256, 512 (warm-up),
+    each scored after the ones before it were learnt: the first 128 samples are scored at the
+    prior as without warm-up, the later ones already nearer the stream's 30% rate.
+    It stays one training step for the counters, and later batches are one step each."""
+    m = small_model()
+    samples = SyntheticStream(num_slots=SLOTS, seed=6, base_logit=-0.85).take(2048)
+    builder = BatchBuilder(m)
+    first, second = builder.build(samples[:1024]), builder.build(samples[1024:])
+    first.positions, second.positions = {0: 1024}, {0: 2048}
+    runs = {}
+    for warmup in (128, 0):
+        trainer = Trainer(m, small_table(), small_trainer(batch_size=1024, warmup_step_samples=warmup))
+        pieces = []
+        learn = trainer._learn
+        trainer._learn = lambda b, pieces=pieces, learn=learn: pieces.append(len(b)) or learn(b)  # type: ignore[method-assign]
+        scores = trainer.train_batch(first)
+        assert (trainer.step, trainer.samples, trainer.positions) == (1, 1024, {0: 1024})
+        trainer.train_batch(second)
+        assert (trainer.step, trainer.samples, trainer.positions) == (2, 2048, {0: 2048})
+        runs[warmup] = scores, pieces
+    (warm, warm_pieces), (cold, cold_pieces) = runs[128], runs[0]
+    assert warm_pieces == [128, 128, 256, 512, 1024] and cold_pieces == [1024, 1024]
+    rate = float(first.labels[:, 0].mean())
+    # both at the prior, nothing learnt yet (rows are drawn in another order: not bit-equal)
+    np.testing.assert_allclose(warm[:128], cold[:128], atol=1e-3)
+    assert abs(cold[128:, 0].mean() - 0.01) < 0.005  # without warm-up the whole batch at the prior
+    assert warm[512:, 0].mean() > 0.5 * rate > cold[512:, 0].mean()
+
+
+def test_warmup_cuts():
+    from trainer.trainer import warmup_cuts
+
+    assert warmup_cuts(0, 100, 128, 1024) == [0, 100]
+    assert warmup_cuts(0, 1000, 128, 1024) == [0, 128, 256, 512, 1000]
+    assert warmup_cuts(300, 1024, 128, 1024) == [0, 300, 900, 1024]  # 300 seen: 300, 600, then the rest
+    assert warmup_cuts(0, 4096, 128, 1024) == [0, 128, 256, 512, 1024, 4096]
+    assert warmup_cuts(0, 1024, 0, 1024) == [0, 1024]
 
 
 def test_trainer_reports_the_oracle_beside_the_model():

@@ -23,11 +23,13 @@ a replica fed through the real delta path, in event time (``bench.experiments_co
 
     .venv/bin/python -m bench.experiments [--only negative_sampling,hashed,sync,batch,delay]
         [--generator 150000] [--sync-hours 8 --sync-rate 10] [--batch-days 4 --batch-rate 1]
+        [--streams generator,talkingdata,taobao] [--tag NAME]
     streamtrain bench experiments
 
 The first two write ``bench/results/experiments.json`` (a rerun of one keeps the other's
 figures) and ``experiments.png``; the others ``bench/results/experiments_<name>.json`` and
-``.png``. ``docs/experiments.md`` quotes them.
+``.png``; with ``--tag`` their names end in ``_<tag>`` (a run with other settings beside the
+default one's). ``docs/experiments.md`` quotes them.
 """
 
 from __future__ import annotations
@@ -187,7 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sync-rate", type=float, default=10.0, help="... its impressions/s of event time")
     p.add_argument("--batch-days", type=float, default=4.0, help="generator span of batch (days)")
     p.add_argument("--batch-rate", type=float, default=1.0, help="... its impressions/s of event time")
+    p.add_argument("--tag", default="", help="write experiments[_<name>]_<tag>.json/.png (other settings, "
+                                              "kept beside the default run's)")
     args = p.parse_args(argv)
+    tag = f"_{args.tag}" if args.tag else ""
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(1)
     streams = args.streams.split(",")
@@ -203,17 +208,17 @@ def main(argv: list[str] | None = None) -> None:
             continue
         result, draw = _served(exp, streams, args)
         result |= {"command": command, "torch_threads": 1, "wall_s": round(time.perf_counter() - t0)}
-        print(f"wrote {write_result(f'experiments_{exp}', result)} ({result['wall_s']} s)")
-        png = RESULTS_DIR / f"experiments_{exp}.png"
+        print(f"wrote {write_result(f'experiments_{exp}{tag}', result)} ({result['wall_s']} s)")
+        png = RESULTS_DIR / f"experiments_{exp}{tag}.png"
         draw(result, png)
         print(f"wrote {png}")
     if legacy:  # the first two share experiments.json: keep the one not rerun
-        path = RESULTS_DIR / "experiments.json"
+        path = RESULTS_DIR / f"experiments{tag}.json"
         old = json.loads(path.read_text()) if path.exists() else {}
         result = {k: old[k] for k in LEGACY if k in old and k not in legacy} | legacy
         result |= {"command": command, "torch_threads": 1}
-        print(f"wrote {write_result('experiments', result)}")
-        png = RESULTS_DIR / "experiments.png"
+        print(f"wrote {write_result(f'experiments{tag}', result)}")
+        png = RESULTS_DIR / f"experiments{tag}.png"
         plot(result, png)
         print(f"wrote {png}")
 

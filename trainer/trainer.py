@@ -1,6 +1,7 @@
 """The incremental trainer: one step per batch — score (progressive validation), weight,
-backpropagate, sparse row-wise update of the batch's rows, Adam on the dense net — plus
-expiry, checkpoints with Kafka positions, and the hooks sync/ publishes from.
+backpropagate, sparse row-wise update of the batch's rows, Adam on the dense net (a new
+model's first batch in growing steps: ``warmup_cuts``) — plus expiry, checkpoints with
+Kafka positions, and the hooks sync/ publishes from.
 
     trainer = Trainer(ModelConfig(), TableConfig(), TrainerConfig(batch_size=1024))
     trainer.train_batch(batch)             # -> progressive predictions (B, H)

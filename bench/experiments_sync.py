@@ -7,6 +7,12 @@ warm-up is scored at its impression time by each replica and judged on its final
 Streams: the generator's drifting stream over ``--sync-hours`` hours at ``--sync-rate``
 impressions/s (warm-up 1 h), and the TalkingData log (3 days, warm-up 6 h), both joined with
 the pipeline's default 10 min window.
+
+Per replica and head, ``by_minute_of_hour`` gives the served calibration of the impressions
+in each 10-minute part of the clock hour (the epoch hour, which the generator's hour-of-day
+slot reads): for the first ~10 minutes of an hour no sample carrying the new hour id has
+reached the trainer yet (each waits out the join window), so serving reads that id's row as
+zeros.
 """
 
 from __future__ import annotations
@@ -49,12 +55,13 @@ def run_stream(name: str, hours: float, rate: float) -> dict:
                  "positives": dict(zip(stream.heads, y.sum(0).astype(int).tolist())),
                  "span_hours": round(float(imps.event_ms[-1] - imps.event_ms[0]) / HOUR_MS, 2),
                  "warmup_hours": warm / HOUR_MS, "sim_seconds": sim.seconds, "versions": sim.versions,
-                 "syncs": sim.syncs, "replicas": {}, "hourly": {}}
+                 "syncs": sim.syncs, "replicas": {}, "hourly": {}, "by_minute_of_hour": {}}
     hour = ((imps.event_ms[after] - start) // HOUR_MS).astype(int)
     for rep, p in sim.preds.items():
         out["replicas"][rep] = _judge(p[after], y, stream.heads)
         out["hourly"][rep] = [summarize(p[after][hour == h, 0], y[hour == h, 0], np.ones(int((hour == h).sum())))["auc"]
                               for h in range(int(hour.min()), int(hour.max()) + 1)]
+        out["by_minute_of_hour"][rep] = by_minute_of_hour(p[after], y, imps.event_ms[after], stream.heads)
     if imps.oracle is not None:
         out["replicas"]["oracle"] = _judge(imps.oracle[after], y, stream.heads)
     prog = sim.progressive
@@ -63,6 +70,24 @@ def run_stream(name: str, hours: float, rate: float) -> dict:
     for rep, r in out["replicas"].items():
         print(f"  {name:12s} {rep:7s} {head} AUC={r[head]['auc']} NE={r[head]['ne']} "
               f"calibration={r[head]['calibration']}", flush=True)
+    return out
+
+
+def by_minute_of_hour(p: np.ndarray, y: np.ndarray, event_ms: np.ndarray, heads: tuple[str, ...]) -> dict:
+    """Per head, calibration (sum of predictions / positives) of the impressions in minutes
+    0-10, 10-20, ... 50-60 of their clock hour.
+
+    >>> by_minute_of_hour(np.array([[0.2], [0.1]]), np.array([[1.0], [1.0]]), np.array([0, 600_000]), ("click",))
+    {'click': {'0-10': 0.2, '10-20': 0.1, '20-30': None, '30-40': None, '40-50': None, '50-60': None}}
+    """
+    part = (event_ms // 600_000) % 6
+    out: dict = {}
+    for k, h in enumerate(heads):
+        cal = {}
+        for j in range(6):
+            pos = float(y[part == j, k].sum())
+            cal[f"{10 * j}-{10 * j + 10}"] = round(float(p[part == j, k].sum()) / pos, 3) if pos > 0 else None
+        out[h] = cal
     return out
 
 

@@ -23,7 +23,7 @@ a replica fed through the real delta path, in event time (``bench.experiments_co
 
     .venv/bin/python -m bench.experiments [--only negative_sampling,hashed,sync,batch,delay]
         [--generator 150000] [--sync-hours 8 --sync-rate 10] [--batch-days 4 --batch-rate 1]
-        [--streams generator,talkingdata,taobao] [--tag NAME]
+        [--streams generator,talkingdata,taobao] [--tag NAME] [--set section.key=value (sync)]
     streamtrain bench experiments
 
 The first two write ``bench/results/experiments.json`` (a rerun of one keeps the other's
@@ -125,7 +125,9 @@ def hashed(streams: list[str], generator: int) -> dict:
         row_bytes = model.dim * 4 + 4  # weights + row-wise accumulator
         for label, frac in (("same_memory", 1.0), ("quarter_memory", 0.25), ("sixteenth_memory", 1 / 16)):
             size = max(1, int(budget * frac) // row_bytes)
-            p, info = run_streamtrain(stream, model, table, cfg, HashedEmbeddingTable("emb", table, size))
+            # every id has a (shared) row in a hashed table: none reads a field's default row
+            p, info = run_streamtrain(stream, dataclasses.replace(model, unknown_ids="zeros"), table, cfg,
+                                      HashedEmbeddingTable("emb", table, size))
             key = f"{name}/hashed_{label}"
             out[key] = _row(f"{name} hashed {label} ({size} rows)", info | judge(p[:, 0], y[:, 0], ev[:, 0], end))
             out[key] |= {"rows": size, "table_bytes": size * row_bytes}
@@ -174,7 +176,7 @@ def _served(exp: str, streams: list[str], args: argparse.Namespace) -> tuple[dic
     from bench import experiments_batch, experiments_delay, experiments_sync
 
     if exp == "sync":
-        return experiments_sync.run(streams, args.sync_hours, args.sync_rate), experiments_sync.plot
+        return experiments_sync.run(streams, args.sync_hours, args.sync_rate, tuple(args.set)), experiments_sync.plot
     if exp == "batch":
         return experiments_batch.run(streams, args.batch_days, args.batch_rate), experiments_batch.plot
     return experiments_delay.run(streams, args.sync_hours, args.sync_rate), experiments_delay.plot
@@ -191,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-rate", type=float, default=1.0, help="... its impressions/s of event time")
     p.add_argument("--tag", default="", help="write experiments[_<name>]_<tag>.json/.png (other settings, "
                                               "kept beside the default run's)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="trainer setting for the sync experiment (as bench.trainer_peers); use with --tag")
     args = p.parse_args(argv)
     tag = f"_{args.tag}" if args.tag else ""
     logging.basicConfig(level=logging.ERROR)

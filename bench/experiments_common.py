@@ -161,7 +161,7 @@ class Replica:
         assert self.model is not None  # every replica syncs at the start
         with self.applier.view.snapshot() as snap:
             return self.model.score(self.model.builder.build(samples),
-                                    lambda table, ids, dim: snap.lookup(table, ids, dim)[0])
+                                    snap.lookup)
 
 
 @dataclass(frozen=True)

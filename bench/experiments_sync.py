@@ -42,13 +42,13 @@ def _judge(p: np.ndarray, y: np.ndarray, heads: tuple[str, ...]) -> dict:
     return {h: summarize(p[:, k], y[:, k], ones) for k, h in enumerate(heads)}
 
 
-def run_stream(name: str, hours: float, rate: float) -> dict:
+def run_stream(name: str, hours: float, rate: float, sets: tuple[str, ...] = ()) -> dict:
     stream = span_stream(name, hours, rate)
     imps = impressions(stream)
     warm = WARMUP_MS[name]
     start = int(imps.event_ms[0]) // 5_000 * 5_000
     reps = tuple((n, iv, None) for n, iv in INTERVALS) + (("frozen", 5_000, warm),)
-    sim = serve(stream, imps, SimConfig(tick_ms=5_000, replicas=reps), start_ms=start)
+    sim = serve(stream, imps, SimConfig(tick_ms=5_000, replicas=reps, sets=sets), start_ms=start)
     after = imps.since(start + warm)
     y = imps.labels[after]
     out: dict = {"impressions": int(len(imps.samples)), "judged": int(after.sum()),
@@ -91,14 +91,14 @@ def by_minute_of_hour(p: np.ndarray, y: np.ndarray, event_ms: np.ndarray, heads:
     return out
 
 
-def run(streams: list[str], hours: float, rate: float) -> dict:
-    out: dict = {"setup": {"generator_hours": hours, "generator_rate": rate, "tick_ms": 5_000,
+def run(streams: list[str], hours: float, rate: float, sets: tuple[str, ...] = ()) -> dict:
+    out: dict = {"setup": {"generator_hours": hours, "generator_rate": rate, "tick_ms": 5_000, "sets": list(sets),
                            "join_window_ms": 600_000, "start_ms": START_MS,
                            "delta_path": "Trainer.collect_updates -> build_deltas (1 shard, fp32) -> "
                                          "DeltaApplier -> MemoryRowStore; dense: ServingModel"}}
     for name in streams:
         if name in WARMUP_MS:
-            out[name] = run_stream(name, hours, rate)
+            out[name] = run_stream(name, hours, rate, sets)
     return out
 
 

@@ -130,7 +130,8 @@ def openapi_document(max_batch: int = 4096, max_body_bytes: int = 8 << 20) -> di
         "Instance": {
             "type": "object", "required": ["slots", "ids"], "additionalProperties": False,
             "description": "What a Sample carries at serving time. slots[k] is the slot of ids[k]; "
-                           "ids of slots the model does not use are ignored; unknown ids read zeros. "
+                           "ids of slots the model does not use are ignored; an unknown id reads zeros "
+                           "(or its field's default row, docs/sync.md). "
                            "With user_id and item_id and the base dense width (the model's dense_dim "
                            "minus the feature job's realtime width), the replica completes the "
                            "instance with the realtime features as of request time (docs/sync.md); "

@@ -14,8 +14,11 @@ versions switch atomically (``sync.view``) and scoring never waits for an apply.
 Requests carry what a Sample carries at serving time (slots, ids, dense); the network is
 rebuilt from the ``model_config`` shipped with the dense weights
 (``trainer.model.build_model``) and scored with the trainer's own
-``trainer.scoring.score_batch``, rows looked up in the store (unknown ids read zeros, as in
-the trainer). An instance with ``user_id``/``item_id`` and the base features is first
+``trainer.scoring.score_batch``, rows looked up in the store (an unknown id reads zeros, or
+with ``model.unknown_ids = field_mean`` its field's default row, which the trainer publishes
+like any row: as in the trainer).
+
+An instance with ``user_id``/``item_id`` and the base features is first
 completed with the feature job's realtime values as of now (``sync.request_features``,
 ``complete(instance, as_of_ms)``). A caught-up replica holds exactly the trainer's rows; its predictions are the
 trainer's own only when ``dense_version == version`` (right after a dense push): between
@@ -51,8 +54,9 @@ from trainer.batch import Batch, BatchBuilder
 from trainer.model import build_model, model_config_from_dict
 from trainer.scoring import TABLE_NAME, score_batch
 
-# lookup(table, ids, dim) -> (n, dim) float32 rows, zeros for ids the store does not hold
-TableLookup = Callable[[str, np.ndarray, int], np.ndarray]
+# lookup(table, ids, dim) -> ((n, dim) float32 rows, zeros for ids the store does not hold;
+# (n,) bool found): an id not found reads zeros or its field's default row (trainer.scoring)
+TableLookup = Callable[[str, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,7 @@ class ServingModel:
         return self.builder.build(samples)
 
     def score(self, batch: Batch, lookup: TableLookup) -> np.ndarray:
-        """(B, H) probabilities; ``lookup(table, ids, dim)`` gives (n, dim) rows."""
+        """(B, H) probabilities; ``lookup(table, ids, dim)`` gives (n, dim) rows and (n,) found."""
         return score_batch(self.net, batch, lambda ids: lookup(self.table, ids, self.dim))
 
 
@@ -184,7 +188,7 @@ class ServingReplica:
         # one sparse version for the whole request: the snapshot is pinned, and applying
         # newer versions goes on meanwhile without waiting for us (or us for it)
         with self.consumer.snapshot() as snap:
-            probs = model.score(batch, lambda t, ids, dim: snap.lookup(t, ids, dim)[0])
+            probs = model.score(batch, snap.lookup)
         return {"model": self.config.model, "version": snap.version,
                 "dense_version": model.version, "heads": list(model.model_cfg.heads),
                 "predictions": probs.tolist()}

@@ -7,7 +7,10 @@ Any 64-bit id gets its own row: no hash size, no collisions; memory grows with l
   from a seeded generator). Until then it reads the default row (zeros) and gets no update.
 - *Expiry*: ``expire(now_ms)`` drops ids not seen for ``expiry_ms`` of event time; their rows
   go to a free list and are reused by the next admissions.
-- *Row 0* is the default row: always zero, never updated, what unknown ids read.
+- *Row 0* is the zero row: always zero, never updated, the handle of ids without a row
+  (``trainer.scoring``: they read their field's default row, or zeros).
+- *Put rows*: ``put(ids, values)`` writes rows the trainer computes itself (each field's
+  default row): admitted at once, never trained, published like the others.
 - *Sparse optimizer*: row-wise Adagrad (one accumulator per row) or Adagrad, applied only
   to the rows of the batch.
 - *Sync hooks*: rows touched (admitted or updated) and ids evicted since the last
@@ -46,6 +49,7 @@ class EmbeddingTable(abc.ABC):
     name: str
     dim: int
     device: torch.device
+    track_admitted: bool
 
     @abc.abstractmethod
     def rows_for(self, ids: np.ndarray, now_ms: int | None = None, train: bool = False,
@@ -60,6 +64,20 @@ class EmbeddingTable(abc.ABC):
     @abc.abstractmethod
     def apply_gradients(self, rows: torch.Tensor, grads: torch.Tensor) -> None:
         """One sparse optimizer step on distinct ``rows`` with (n, D) ``grads``."""
+
+    @abc.abstractmethod
+    def put(self, ids: np.ndarray, values: torch.Tensor, now_ms: int) -> None:
+        """Write (n, D) ``values`` as the rows of distinct ``ids`` (admitting them at once),
+        seen at ``now_ms``; they are published with the next ``collect_updates``."""
+
+    @abc.abstractmethod
+    def take_admitted(self) -> torch.Tensor:
+        """Rows admitted (by ``rows_for(train=True)``) since the last call, while
+        ``track_admitted`` is set; then resets."""
+
+    @abc.abstractmethod
+    def add_to_rows(self, rows: torch.Tensor, values: torch.Tensor) -> None:
+        """Add (n, D) ``values`` to distinct live ``rows`` (a new row's starting point)."""
 
     @abc.abstractmethod
     def expire(self, now_ms: int) -> np.ndarray:
@@ -97,6 +115,7 @@ class DynamicEmbeddingTable(EmbeddingTable):
         self._rowwise = config.optimizer == "rowwise_adagrad"
         self._gen = torch.Generator().manual_seed(config.seed)
         self._rng = np.random.default_rng(config.seed)
+        self.track_admitted = False  # keep the rows admitted for ``take_admitted`` (the trainer sets it)
         self._reset(config.initial_capacity)
 
     # -- storage ---------------------------------------------------------------------
@@ -111,6 +130,7 @@ class DynamicEmbeddingTable(EmbeddingTable):
         self._high = 1  # rows [1, _high) were handed out at least once
         self._free = np.zeros(0, np.int64)
         self._evicted: list[np.ndarray] = []
+        self._admitted: list[np.ndarray] = []
 
     def _grow(self, needed: int) -> None:
         cap = self.weights.shape[0]
@@ -184,6 +204,36 @@ class DynamicEmbeddingTable(EmbeddingTable):
         r = self._to_device(rows)
         self.weights[r] = init.to(self.device)
         self.accum[r] = self.config.initial_accumulator
+        self.touched[r] = True
+        if self.track_admitted:
+            self._admitted.append(rows)
+
+    def take_admitted(self) -> torch.Tensor:
+        rows = np.concatenate(self._admitted) if self._admitted else np.zeros(0, np.int64)
+        self._admitted = []
+        return self._to_device(rows)
+
+    @torch.no_grad()
+    def add_to_rows(self, rows: torch.Tensor, values: torch.Tensor) -> None:
+        self.weights.index_add_(0, rows, values.to(self.weights.dtype))
+
+    @torch.no_grad()
+    def put(self, ids: np.ndarray, values: torch.Tensor, now_ms: int) -> None:
+        ids = np.asarray(ids, np.int64)
+        entries = self.index.find(ids)
+        if (entries < 0).any():
+            entries = entries.copy()
+            entries[entries < 0] = self.index.insert(ids[entries < 0])
+        ix = self.index
+        ix.count[entries] = np.maximum(ix.count[entries], self.config.admit_count)
+        ix.last_seen[entries] = np.maximum(ix.last_seen[entries], now_ms)
+        new = entries[ix.row[entries] < 0]
+        if len(new):
+            tracking, self.track_admitted = self.track_admitted, False  # not a trained id's row
+            self._admit(new)
+            self.track_admitted = tracking
+        r = self._to_device(ix.row[entries])
+        self.weights[r] = values.to(self.device, self.weights.dtype)
         self.touched[r] = True
 
     def gather(self, rows: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,9 @@ embedding dimension D, Dd dense features and H heads::
 
     batch.ids (N,) ──distinct_ids──▶ ids.uniq  (U,)  distinct ids, first-seen order
                                     ids.codes (N,)  batch.ids[k] == ids.uniq[ids.codes[k]]
-    lookup(ids.uniq) ─────────────▶ rows      (U, D)  one row per distinct id; zeros for an
-                                                      id the table does not hold
-    rows[ids.codes] ──────────────▶ per_id    (N, D)
+    lookup(ids.uniq + F default ids) ──▶ rows (U, D), found (U,), defaults (F, D)
+    rows[ids.codes] ──────────────▶ per_id    (N, D)   an id not found reads the default row
+                                                       of its field (``unknown_ids``)
     pool by (batch.sample_index, batch.fields), mean or sum (``ModelConfig.pooling``)
                     ──────────────▶ emb       (B, F, D)  zeros for a field without ids
     model.score(emb, batch.dense (B, Dd)) ──▶ probs (B, H)
@@ -18,13 +18,16 @@ Id -> row mapping: there is ONE embedding table, ``TABLE_NAME`` (``"emb"``), of 
 ``ModelConfig.dim``, keyed by the sample's 64-bit feature ids as they are (the row of
 ``ids[k]`` is ``emb[ids[k]]``). Ids of slots that are not model fields were already dropped
 by ``BatchBuilder``. An id the table does not hold (unseen, not yet admitted, evicted)
-reads zeros. The trainer looks rows up in its ``EmbeddingTable``, a replica in its row
-store; given the same rows and dense weights both get the same probabilities.
+reads zeros (``ModelConfig.unknown_ids`` = ``"zeros"``, the default) or, with
+``"field_mean"``, its field's default row: the row of ``default_row_id(slot)`` in the same
+table, a running mean of the field's rows that the trainer keeps and publishes like any row
+(zeros while it has none). The trainer looks rows up in its ``EmbeddingTable``, a replica in its row store;
+given the same rows and dense weights both get the same probabilities.
 
-    probs = score_batch(model, batch, lookup)        # lookup: (U,) int64 -> (U, D) float32
+    probs = score_batch(model, batch, lookup)   # lookup: (U,) int64 -> ((U, D) rows, (U,) found)
 
-Training uses the same two steps (``distinct_ids`` then ``pool_rows``) on rows it can take
-gradients of, then the model's logits instead of ``score``.
+Training uses the same steps (``distinct_ids``, the default rows, ``pool_rows``) on rows it
+can take gradients of, then the model's logits instead of ``score``.
 """
 
 from __future__ import annotations
@@ -36,13 +39,42 @@ import numpy as np
 import pandas as pd
 import torch
 
+from schemas.feature_ids import feature_id
 from trainer.batch import Batch
+from trainer.config import ModelConfig
 from trainer.model import CTRModel
 
 TABLE_NAME = "emb"
 
-RowLookup = Callable[[np.ndarray], torch.Tensor | np.ndarray]
-"""(U,) distinct int64 ids -> (U, D) float32 rows, zeros for ids it does not hold."""
+Rows = torch.Tensor | np.ndarray
+RowLookup = Callable[[np.ndarray], tuple[Rows, Rows] | Rows]
+"""(U,) distinct int64 ids -> ((U, D) float32 rows, zeros for ids it does not hold; (U,) bool
+found). A lookup that returns the rows alone holds every id it is asked for."""
+
+DEFAULT_ROW_VALUE = "\x00unknown"  # hashed with the slot: no raw feature value is this string
+
+
+def default_row_id(slot: int) -> int:
+    """The id of the row that ids of ``slot`` without a row of their own read.
+
+    >>> default_row_id(3) == feature_id(3, DEFAULT_ROW_VALUE) != default_row_id(4)
+    True
+    """
+    return feature_id(slot, DEFAULT_ROW_VALUE)
+
+
+def default_ids(cfg: ModelConfig) -> np.ndarray:
+    """(F,) int64 default row ids of the model's fields, in field order."""
+    return np.array([default_row_id(s) for s in cfg.slots], np.int64)
+
+
+def split_lookup(got: tuple[Rows, Rows] | Rows, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A lookup's answer as (rows on ``device``, found on ``device`` or None = all found)."""
+    if isinstance(got, tuple):
+        rows, found = got
+        return (torch.as_tensor(rows, dtype=torch.float32, device=device),
+                torch.as_tensor(found, dtype=torch.bool, device=device))
+    return torch.as_tensor(got, dtype=torch.float32, device=device), None
 
 
 @dataclass(frozen=True)
@@ -87,9 +119,16 @@ def one_id_per_field(batch: Batch, num_fields: int) -> bool:
     return bool((batch.fields.reshape(b, f) == np.arange(f)).all())
 
 
-def pool_rows(batch: Batch, ids: BatchIds, rows: torch.Tensor, num_fields: int, mean: bool = False) -> torch.Tensor:
-    """Pooled field embeddings (B, F, D) from the rows (U, D) of ``ids.uniq``."""
-    per_id = rows.index_select(0, torch.from_numpy(ids.codes).to(rows.device))  # (N, D)
+def pool_rows(batch: Batch, ids: BatchIds, rows: torch.Tensor, num_fields: int, mean: bool = False,
+              found: torch.Tensor | None = None, defaults: torch.Tensor | None = None) -> torch.Tensor:
+    """Pooled field embeddings (B, F, D) from the rows (U, D) of ``ids.uniq``; with ``found``
+    (U,) bool and ``defaults`` (F, D), an id not found reads its field's default row."""
+    codes = torch.from_numpy(ids.codes).to(rows.device)
+    per_id = rows.index_select(0, codes)  # (N, D)
+    if found is not None and defaults is not None and not bool(found.all()):
+        unknown = ~found.index_select(0, codes)  # (N,)
+        fallback = defaults.index_select(0, torch.from_numpy(batch.fields).to(rows.device))  # (N, D)
+        per_id = torch.where(unknown.unsqueeze(1), fallback, per_id)
     if one_id_per_field(batch, num_fields):
         # nothing to pool: the index_add_ below and its backward were ~15% of a CPU step at
         # B=4096 with 26 one-id fields (bench/trainer_bench.py); the same values exactly
@@ -103,7 +142,12 @@ def score_batch(model: CTRModel, batch: Batch, lookup: RowLookup) -> np.ndarray:
     docstring). Reads only: no counting, admission or training."""
     device = next(model.parameters()).device
     ids = distinct_ids(batch)
-    rows = torch.as_tensor(lookup(ids.uniq), dtype=torch.float32, device=device)  # (U, D)
-    emb = pool_rows(batch, ids, rows, len(model.cfg.slots), model.cfg.pooling == "mean")  # (B, F, D)
+    u = len(ids.uniq)
+    with_defaults = model.cfg.unknown_ids == "field_mean"
+    asked = np.concatenate([ids.uniq, default_ids(model.cfg)]) if with_defaults else ids.uniq
+    rows, found = split_lookup(lookup(asked), device)  # (U [+ F], D)
+    defaults = rows[u:] if with_defaults else None  # (F, D), zeros where none is held yet
+    emb = pool_rows(batch, ids, rows[:u], len(model.cfg.slots), model.cfg.pooling == "mean",
+                    None if found is None else found[:u], defaults)  # (B, F, D)
     dense = torch.from_numpy(batch.dense).to(device)  # (B, Dd)
     return model.score(emb, dense).cpu().numpy()  # (B, H)

@@ -13,6 +13,7 @@ Kafka positions, and the hooks sync/ publishes from.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -31,7 +32,7 @@ from trainer.errors import CheckpointError, TrainerError
 from trainer.freshness import ActionTraces
 from trainer.metrics import MetricsWriter, ProgressiveValidator
 from trainer.model import BaseRateTracker, build_model, model_config_from_dict
-from trainer.scoring import TABLE_NAME, distinct_ids, pool_rows, score_batch
+from trainer.scoring import TABLE_NAME, BatchIds, default_ids, distinct_ids, pool_rows, score_batch
 from trainer.updates import TableUpdate
 from trainer.weighting import LossWeighting
 
@@ -78,6 +79,9 @@ class Trainer:
                                  if oracle is not None else None)
         self.bias_tracker = (BaseRateTracker(len(model.heads), cfg.bias_tracking_samples)
                              if cfg.bias_tracking_samples else None)
+        # model.unknown_ids = field_mean: the (F,) ids of the fields' default rows (trainer.scoring)
+        self.default_ids = default_ids(model) if model.unknown_ids == "field_mean" else None
+        self.table.track_admitted = self.default_ids is not None
         self.writer = MetricsWriter(cfg.metrics_path, cfg.plot_path)
         self.step = 0
         self.samples = 0
@@ -100,10 +104,11 @@ class Trainer:
         self.held_input: list[Batch] | None = None
 
     # -- one step --------------------------------------------------------------------
-    def lookup(self, ids: np.ndarray) -> torch.Tensor:
-        """(U, D) rows of distinct ``ids`` (zeros for unknown ones); no side effects. The
-        ``RowLookup`` of ``trainer.scoring``."""
-        return self.table.gather(self.table.rows_for(ids, train=False))
+    def lookup(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U, D) rows of distinct ``ids`` (zeros for unknown ones) and (U,) found; no side
+        effects. The ``RowLookup`` of ``trainer.scoring``."""
+        rows = self.table.rows_for(ids, train=False)
+        return self.table.gather(rows), rows > 0
 
     def _dense(self, batch: Batch) -> torch.Tensor:
         return torch.from_numpy(batch.dense).to(self.device)
@@ -148,8 +153,12 @@ class Trainer:
         ids = distinct_ids(batch)  # the steps of trainer.scoring.score_batch, with gradients
         now = int(batch.event_time_ms.max())
         rows = self.table.rows_for(ids.uniq, now_ms=now, train=True, counts=ids.counts())
+        found = defaults = fields = None
+        if self.default_ids is not None:
+            found, defaults, fields = self._default_rows(batch, ids, rows)
         leaf = self.table.gather(rows).detach().requires_grad_(True)  # (U, D)
-        emb = pool_rows(batch, ids, leaf, len(self.model_cfg.slots), self.model_cfg.pooling == "mean")  # (B, F, D)
+        emb = pool_rows(batch, ids, leaf, len(self.model_cfg.slots), self.model_cfg.pooling == "mean",
+                        found, defaults)  # (B, F, D)
         logits = self.model(emb, self._dense(batch))  # (B, H), before any update: progressive
         probs = torch.sigmoid(logits.detach())
         labels = torch.from_numpy(batch.labels).to(self.device)
@@ -165,6 +174,8 @@ class Trainer:
         self.opt.step()
         assert leaf.grad is not None  # leaf requires grad and feeds the loss
         self.table.apply_gradients(rows, leaf.grad)
+        if fields is not None:
+            self._track_field_means(rows, fields, now, len(batch))
         scores = probs.cpu().numpy()
         self.validator.update(scores, batch.labels, eval_w)
         if self.oracle_validator is not None and self.oracle is not None:
@@ -181,6 +192,45 @@ class Trainer:
         self.last_loss = float(loss.detach())
         self.traces.observe(batch)  # the step is done (the loss is on the host): trained_ms = now
         return scores
+
+    def _default_rows(self, batch: Batch, ids: BatchIds, rows: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``model.unknown_ids = field_mean``: an id without a row reads its field's default
+        row (trainer.scoring), and a row admitted in this step starts there (plus the
+        table's random init). Returns (U,) found, the (F, D) default rows (zeros where a
+        field has none yet) and (U,) the field of each distinct id."""
+        assert self.default_ids is not None
+        fields = torch.zeros(len(ids.uniq), dtype=torch.int64)
+        fields[torch.from_numpy(ids.codes)] = torch.as_tensor(batch.fields, dtype=torch.int64)
+        fields = fields.to(self.device)
+        defaults = self.table.gather(self.table.rows_for(self.default_ids))  # (F, D)
+        new = self.table.take_admitted()
+        if len(new):
+            start = torch.isin(rows, new)
+            self.table.add_to_rows(rows[start], defaults.index_select(0, fields[start]))
+        return rows > 0, defaults, fields
+
+    @torch.no_grad()
+    def _track_field_means(self, rows: torch.Tensor, fields: torch.Tensor, now_ms: int, n: int) -> None:
+        """Move each field's default row toward the mean of the field's rows in this step
+        (distinct ids, after the update) by 1 - exp(-n / trainer.field_mean_samples); a
+        field's first mean is taken whole."""
+        assert self.default_ids is not None
+        known = rows > 0
+        if not bool(known.any()):
+            return
+        f = fields[known]
+        values = self.table.gather(rows[known])  # (K, D)
+        num = len(self.default_ids)
+        sums = torch.zeros(num, values.shape[1], device=values.device, dtype=values.dtype).index_add_(0, f, values)
+        counts = torch.bincount(f, minlength=num)
+        has = (counts > 0).cpu().numpy()
+        mean = sums[has] / counts[has].unsqueeze(1).to(values.dtype)  # (F', D)
+        held = self.table.rows_for(self.default_ids[has])
+        old = self.table.gather(held)
+        gain = 1.0 - math.exp(-n / self.cfg.field_mean_samples)
+        self.table.put(self.default_ids[has], torch.where((held > 0).unsqueeze(1), old + gain * (mean - old), mean),
+                       now_ms)
 
     def _skip(self, batch: Batch) -> np.ndarray:
         """A batch whose loss or scores are not finite is not trained on (one step would turn
@@ -224,7 +274,9 @@ class Trainer:
         return self.model_cfg.to_dict() | {
             "model_name": self.cfg.model_name, "tables": {TABLE_NAME: {"dim": self.table.dim}},
             "id_mapping": "every id of every model slot -> table 'emb', key = the id itself; "
-                          "rows of one (sample, slot) are summed; unknown ids read zeros",
+                          f"rows of one (sample, slot) are {self.model_cfg.pooling}-pooled; unknown ids read "
+                          + ("their field's default row (trainer.scoring.default_row_id)"
+                             if self.default_ids is not None else "zeros"),
             "neg_sampling": self.cfg.neg_sampling}
 
     # -- checkpoints -----------------------------------------------------------------

@@ -73,7 +73,7 @@ class OfflineReplica:
             self.in_predict.set()
             assert self.gate.wait(30), "test never opened the gate"
         with self.view.snapshot() as snap:
-            probs = model.score(batch, lambda t, ids, dim: snap.lookup(t, ids, dim)[0])
+            probs = model.score(batch, snap.lookup)
         return {"model": self.config.model, "version": snap.version, "dense_version": model.version,
                 "heads": list(model.model_cfg.heads), "predictions": probs.tolist()}
 
@@ -98,4 +98,4 @@ def reference_scores(replica: OfflineReplica, instances: list[dict[str, Any]]) -
     assert replica.model is not None
     with torch.no_grad(), replica.view.snapshot() as snap:
         return replica.model.score(replica.model.batch(instances),
-                                   lambda t, ids, dim: snap.lookup(t, ids, dim)[0])
+                                   snap.lookup)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from schemas import Sample
 from trainer.config import ModelConfig, TableConfig, TrainerConfig
 
@@ -19,6 +21,16 @@ def small_table(**kw) -> TableConfig:
 
 def small_trainer(**kw) -> TrainerConfig:
     return TrainerConfig(**({"batch_size": 256, "window": 2000, "device": "cpu"} | kw))
+
+
+def dict_lookup(store: dict[int, np.ndarray], dim: int):
+    """A ``trainer.scoring.RowLookup`` over synced rows ``{id: row}``: zeros and not found
+    for an id the store lacks, as a replica's row store answers."""
+    def lookup(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        zero = np.zeros(dim, np.float32)
+        return (np.stack([store.get(i, zero) for i in ids.tolist()]).reshape(len(ids), dim),
+                np.array([i in store for i in ids.tolist()], bool))
+    return lookup
 
 
 def sample(i: int = 0, ids=(1, 2), slots=(0, 1), labels=(), **kw) -> Sample:

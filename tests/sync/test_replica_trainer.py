@@ -14,10 +14,12 @@ from sync.server import ReplicaServer
 from trainer import trainer as trainer_mod
 from trainer.batch import BatchBuilder
 from trainer.config import ModelConfig, TableConfig, TrainerConfig
+from trainer.scoring import default_ids
 from trainer.synthetic import SyntheticStream
 
 pytestmark = pytest.mark.integration
-MODEL = ModelConfig(slots=(0, 1, 2, 3), dim=8, dense_dim=2, hidden=(16,), seed=3)
+# unknown ids read their field's default row: the replica must get those rows from the trainer
+MODEL = ModelConfig(slots=(0, 1, 2, 3), dim=8, dense_dim=2, hidden=(16,), seed=3, unknown_ids="field_mean")
 
 
 def _instances(samples):
@@ -73,8 +75,11 @@ def test_replica_predicts_like_the_trainer_once_caught_up(kafka_broker, topics, 
     else:
         np.testing.assert_allclose(got, live.values, rtol=1e-3, atol=1e-4)
 
-    # same predictions, through HTTP, with the version in the answer
+    # same predictions, through HTTP, with the version in the answer; the probe has ids
+    # neither holds: they read their field's default row, published like any row
+    assert set(default_ids(MODEL).tolist()) <= set(held)
     probe = stream.take(64)
+    assert not {i for s in probe for i in s.ids} <= set(held)
     want = trainer.predict(builder.build(probe))
     server = ReplicaServer(make_app(replica), "127.0.0.1", 0)
     server.start()

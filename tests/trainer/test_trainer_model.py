@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.trainer_models import SLOTS, sample, small_model, small_table, small_trainer
+from tests.helpers.trainer_models import SLOTS, dict_lookup, sample, small_model, small_table, small_trainer
 from trainer.batch import BatchBuilder
 from trainer.model import build_model
-from trainer.scoring import score_batch
+from trainer.scoring import default_ids, score_batch
 from trainer.source import ListSource
 from trainer.synthetic import SyntheticStream
 from trainer.trainer import Trainer
@@ -29,8 +29,9 @@ def test_model_same_seed_same_weights():
 @pytest.mark.parametrize("interaction", ["fm", "dcn"])
 def test_model_replica_with_same_rows_and_weights_predicts_like_trainer(interaction):
     """What a serving replica does: rebuild from model_config, load the dense state dict,
-    score with rows looked up in the synced rows (zeros for unknown ids)."""
-    m = small_model(interaction=interaction, dense_dim=2, heads=("click", "like"))
+    score with rows looked up in the synced rows (with ``unknown_ids=field_mean`` an unknown
+    id reads its field's default row, which the dump carries like any row)."""
+    m = small_model(interaction=interaction, dense_dim=2, heads=("click", "like"), unknown_ids="field_mean")
     trainer = Trainer(m, small_table(admit_count=2), small_trainer())
     stream = SyntheticStream(num_slots=SLOTS, dense_dim=2, heads=("click", "like"), seed=2)
     trainer.run(ListSource(stream.take(1500), m, 256))
@@ -41,10 +42,13 @@ def test_model_replica_with_same_rows_and_weights_predicts_like_trainer(interact
     for upd in trainer.full_dump():
         assert upd.table in cfg["tables"]
         store.update(zip(upd.ids.tolist(), upd.values))
-    batch = BatchBuilder(m).build(stream.take(300))  # has unseen ids too
-    got = score_batch(replica, batch,
-                      lambda ids: np.stack([store.get(i, np.zeros(8, np.float32)) for i in ids.tolist()]))
+    assert set(default_ids(m).tolist()) <= set(store)
+    batch = BatchBuilder(m).build(stream.take(300))
+    assert not set(batch.ids.tolist()) <= set(store)  # unseen ids too
+    got = score_batch(replica, batch, dict_lookup(store, 8))
     np.testing.assert_allclose(got, trainer.predict(batch), rtol=1e-5, atol=1e-6)
+    without_defaults = {i: r for i, r in store.items() if i not in set(default_ids(m).tolist())}
+    assert not np.allclose(score_batch(replica, batch, dict_lookup(without_defaults, 8)), got, atol=1e-4)
 
 
 def test_model_head_biases_start_at_init_rate():
@@ -168,7 +172,7 @@ def test_replica_built_from_the_shipped_model_config_pools_a_multi_id_field_as_t
     for upd in trainer.full_dump():
         store.update(zip(upd.ids.tolist(), upd.values))
     batch = BatchBuilder(m).build(samples[:64])
-    lookup = lambda ids: np.stack([store[i] for i in ids.tolist()])  # noqa: E731 - every id was trained
+    lookup = dict_lookup(store, 8)  # every id of the batch was trained
     got = score_batch(replica, batch, lookup)
     np.testing.assert_allclose(got, trainer.predict(batch), rtol=1e-5, atol=1e-7)
     summed = build_model(cfg | {"pooling": "sum"})  # what a replica without the key would build

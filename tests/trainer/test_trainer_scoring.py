@@ -3,10 +3,10 @@
 import numpy as np
 import torch
 
-from tests.helpers.trainer_models import SLOTS, sample, small_model, small_table, small_trainer
+from tests.helpers.trainer_models import SLOTS, dict_lookup, sample, small_model, small_table, small_trainer
 from trainer.batch import BatchBuilder
 from trainer.model import build_model
-from trainer.scoring import distinct_ids, one_id_per_field, pool, pool_rows, score_batch
+from trainer.scoring import default_ids, default_row_id, distinct_ids, one_id_per_field, pool, pool_rows, score_batch
 from trainer.source import ListSource
 from trainer.synthetic import SyntheticStream
 from trainer.trainer import Trainer
@@ -30,7 +30,7 @@ def test_scoring_a_multi_id_field_scores_as_the_mean_of_its_rows_by_default_and_
     like one holding the single row (a + b) / 2 (mean, the default) or a + b (``pooling=sum``)."""
     rows = {1: np.full(8, 0.2, np.float32), 2: np.full(8, 0.6, np.float32), 3: np.full(8, 0.4, np.float32),
             4: np.full(8, 0.8, np.float32), 5: np.full(8, -0.1, np.float32)}
-    lookup = lambda ids: np.stack([rows[i] for i in ids.tolist()])  # noqa: E731
+    lookup = dict_lookup(rows, 8)
     for pooling, combined in (("mean", 3), ("sum", 4)):
         m = small_model(pooling=pooling)
         net = build_model(m)
@@ -74,11 +74,53 @@ def test_scoring_trainer_predict_is_score_batch_with_its_table():
     stream = SyntheticStream(num_slots=SLOTS, seed=4)
     trainer.run(ListSource(stream.take(512), m, 256))
     batch = BatchBuilder(m).build(stream.take(64))
-    rows = {i: trainer.table.lookup(np.array([i]))[0] for i in np.unique(batch.ids).tolist()}
-    got = score_batch(trainer.model, batch, lambda ids: np.stack([rows[i] for i in ids.tolist()]))
+    asked = np.concatenate([np.unique(batch.ids), default_ids(m)])
+    held = asked[trainer.table.rows_for(asked).numpy() > 0]
+    rows = {i: trainer.table.lookup(np.array([i]))[0] for i in held.tolist()}
+    assert len(held) < len(asked)  # some of the batch's ids are new
+    got = score_batch(trainer.model, batch, dict_lookup(rows, 8))
     np.testing.assert_array_equal(got, trainer.predict(batch))
-    unknown = score_batch(trainer.model, batch, lambda ids: np.zeros((len(ids), 8), np.float32))
+    unknown = score_batch(trainer.model, batch, dict_lookup({}, 8))
     assert unknown.shape == (64, 1) and not np.allclose(unknown, got)
+
+
+def test_scoring_an_unknown_id_reads_its_fields_default_row_or_zeros():
+    """With ``unknown_ids=field_mean`` an id without a row scores as if it held its field's
+    default row (the row of ``default_row_id(slot)``), field by field; with ``zeros`` (the
+    default) as a zero row."""
+    d0, d1 = np.full(8, 0.7, np.float32), np.full(8, -0.3, np.float32)
+    rows = {default_row_id(0): d0, default_row_id(1): d1, 5: np.full(8, 0.1, np.float32),
+            50: d0, 51: d1, 52: np.zeros(8, np.float32)}
+    for mode, same_as in (("field_mean", (50, 51)), ("zeros", (52, 52))):
+        m = small_model(unknown_ids=mode)
+        net = build_model(m)
+        unknown = BatchBuilder(m).build([sample(0, ids=(98, 99, 5), slots=(0, 1, 2))])
+        known = BatchBuilder(m).build([sample(1, ids=(*same_as, 5), slots=(0, 1, 2))])
+        np.testing.assert_array_equal(score_batch(net, unknown, dict_lookup(rows, 8)),
+                                      score_batch(net, known, dict_lookup(rows, 8)))
+
+
+def test_trainer_keeps_each_fields_default_row_at_the_mean_of_its_rows_and_starts_new_rows_there():
+    """``unknown_ids=field_mean`` with ``field_mean_samples=1`` (gain ~1): a field's default
+    row is the mean of the field's distinct rows after the last step (one step: no warm-up
+    pieces); a new id reads it and its row starts there."""
+    m = small_model(unknown_ids="field_mean")
+    trainer = Trainer(m, small_table(init_std=0.0), small_trainer(field_mean_samples=1, warmup_step_samples=0))
+    first = BatchBuilder(m).build(SyntheticStream(num_slots=SLOTS, seed=4).take(256))
+    trainer.train_batch(first)
+    defaults = trainer.table.lookup(default_ids(m))  # (F, D)
+    for f in range(SLOTS):
+        field_ids = np.unique(first.ids[first.fields == f])
+        np.testing.assert_allclose(defaults[f], trainer.table.lookup(field_ids).mean(0), rtol=1e-4, atol=1e-6)
+    assert np.abs(defaults).max() > 1e-3  # they moved away from zero
+    # a new id in field 3 reads that field's default row; the step scores it exactly as
+    # predict did (its row starts there), not as a zero row would
+    fresh = BatchBuilder(m).build([sample(0, ids=(123_456_789,), slots=(3,))])
+    before = trainer.predict(fresh)
+    from_zero = score_batch(trainer.model, fresh, dict_lookup({123_456_789: np.zeros(8, np.float32)}, 8))
+    assert not np.allclose(before, from_zero, atol=1e-4)
+    np.testing.assert_allclose(trainer.train_batch(fresh), before, rtol=1e-6)
+    assert trainer.table.num_live == len(np.unique(first.ids)) + SLOTS + 1
 
 
 def test_scoring_one_id_per_field_in_order_skips_pooling_with_the_same_embeddings():

@@ -126,7 +126,7 @@ def hashed(streams: list[str], generator: int) -> dict:
         for label, frac in (("same_memory", 1.0), ("quarter_memory", 0.25), ("sixteenth_memory", 1 / 16)):
             size = max(1, int(budget * frac) // row_bytes)
             # every id has a (shared) row in a hashed table: none reads a field's default row
-            p, info = run_streamtrain(stream, dataclasses.replace(model, unknown_ids="zeros"), table, cfg,
+            p, info = run_streamtrain(stream, dataclasses.replace(model, field_mean_slots=()), table, cfg,
                                       HashedEmbeddingTable("emb", table, size))
             key = f"{name}/hashed_{label}"
             out[key] = _row(f"{name} hashed {label} ({size} rows)", info | judge(p[:, 0], y[:, 0], ev[:, 0], end))

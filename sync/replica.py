@@ -15,7 +15,7 @@ Requests carry what a Sample carries at serving time (slots, ids, dense); the ne
 rebuilt from the ``model_config`` shipped with the dense weights
 (``trainer.model.build_model``) and scored with the trainer's own
 ``trainer.scoring.score_batch``, rows looked up in the store (an unknown id reads zeros, or
-with ``model.unknown_ids = field_mean`` its field's default row, which the trainer publishes
+for a slot of ``model.field_mean_slots`` the slot's mean row, which the trainer publishes
 like any row: as in the trainer).
 
 An instance with ``user_id``/``item_id`` and the base features is first

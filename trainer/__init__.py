@@ -29,9 +29,9 @@ table key as is: the row of ``ids[k]`` is ``emb[ids[k]]``. Only ids whose ``slot
 ``model_config()["slots"]`` are used; the field of slot s is its position in that list. A
 field's embedding is the mean (``model.pooling``) of the rows of its ids (zeros when it has
 none); an id the table does not hold (unseen, not yet admitted, or evicted) reads zeros,
-or with ``model.unknown_ids = "field_mean"`` its field's default row, the row of
+or for a slot of ``model.field_mean_slots`` the slot's mean row, the row of
 ``trainer.scoring.default_row_id(slot)`` that the trainer keeps at the running mean of the
-field's rows and publishes like any row. ``trainer.scoring``
+slot's rows and publishes like any row. ``trainer.scoring``
 writes this down once: ``score_batch(build_model(model_config), batch, lookup)``.
 
     from trainer import Trainer, ModelConfig, TableConfig, TrainerConfig

@@ -16,7 +16,6 @@ from streamtrain.kafka_io import ISOLATION_LEVELS
 
 INTERACTIONS = ("fm", "dcn")
 POOLINGS = ("mean", "sum")
-UNKNOWN_IDS = ("zeros", "field_mean")
 SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad")
 NEG_SAMPLING = ("logit", "weight", "none")
 DELAYED_FEEDBACK = ("fn_weighting", "none")
@@ -81,14 +80,15 @@ class ModelConfig:
     # mean gave served click AUC +0.012 and +0.016 over sum). Fields of one id are the same
     # either way
     pooling: str = "mean"
-    # what an id without a row reads (unseen, not yet admitted, evicted), in the trainer and
-    # in every replica alike: "zeros", or "field_mean", a running mean of its field's rows
-    # that the trainer keeps as a row of the table under ``trainer.scoring.default_row_id``
-    # and publishes like any row (a new row starts there too). field_mean fixes ids that
-    # serving meets before the trainer does and that are like the field's other ids (the
-    # generator's hour slot: served conversion calibration 3.0 -> 0.97), but costs where
-    # an id's newness itself predicts (TalkingData's ips: served AUC -0.006); docs/sync.md
-    unknown_ids: str = "zeros"
+    # what an id without a row (unseen, not yet admitted, evicted) reads, in the trainer and
+    # in every replica alike: zeros, or for the slots listed here the slot's *mean row*, a
+    # running mean of its rows that the trainer keeps as a row of the table under
+    # ``trainer.scoring.default_row_id(slot)`` and publishes like any row (new rows of the
+    # slot start there too). For slots whose new ids are like the old ones (time buckets):
+    # the generator's hour slot (6) read as zeros in each hour's first ~10 minutes, before its
+    # samples reached the trainer, served conversion at 12x its rate. Not for ids whose
+    # newness predicts (TalkingData's ips: served AUC -0.006 with every slot); docs/sync.md
+    field_mean_slots: tuple[int, ...] = ()
     # every head's bias starts at logit(init_rate): a rare-event prior instead of p = 0.5
     init_rate: float = 0.01
     seed: int = 0
@@ -103,7 +103,9 @@ class ModelConfig:
         check(self.interaction in INTERACTIONS, "model.interaction", self.interaction,
               " | ".join(INTERACTIONS))
         check(self.pooling in POOLINGS, "model.pooling", self.pooling, " | ".join(POOLINGS))
-        check(self.unknown_ids in UNKNOWN_IDS, "model.unknown_ids", self.unknown_ids, " | ".join(UNKNOWN_IDS))
+        mean_slots = set(self.field_mean_slots)
+        check(mean_slots <= set(self.slots) and len(mean_slots) == len(self.field_mean_slots),
+              "model.field_mean_slots", self.field_mean_slots, "distinct slots of model.slots")
         check(0 <= self.cross_layers <= 8, "model.cross_layers", self.cross_layers, "0..8")
         check(all(h >= 1 for h in self.hidden), "model.hidden", self.hidden, "positive widths")
         check(0.0 < self.init_rate < 1.0, "model.init_rate", self.init_rate, "a probability in (0, 1)")
@@ -112,13 +114,13 @@ class ModelConfig:
         return {"slots": list(self.slots), "dim": self.dim, "dense_dim": self.dense_dim,
                 "heads": list(self.heads), "interaction": self.interaction,
                 "cross_layers": self.cross_layers, "hidden": list(self.hidden), "wide": self.wide,
-                "pooling": self.pooling, "unknown_ids": self.unknown_ids,
+                "pooling": self.pooling, "field_mean_slots": list(self.field_mean_slots),
                 "init_rate": self.init_rate, "seed": self.seed}
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
-        for k in ("slots", "heads", "hidden"):
+        for k in ("slots", "heads", "hidden", "field_mean_slots"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -145,8 +147,8 @@ class TrainerConfig:
     # observed to the predicted positives of the last ~this many samples (decayed sums of
     # the progressive scores, so it uses only labels already scored); 0 = off
     bias_tracking_samples: int = 20000
-    # model.unknown_ids = field_mean: each field's default row moves toward the mean of the
-    # field's rows in each step (distinct ids, after the update) with gain 1 - exp(-B / this)
+    # model.field_mean_slots: each such slot's mean row moves toward the mean of the slot's
+    # rows in each step (distinct ids, after the update) with gain 1 - exp(-B / this)
     field_mean_samples: int = 20000
     # negative pacing (trainer/pacing.py): labelled samples train at once, negatives are held
     # and released in the stream's proportion. Off: on a live early-emit run replayed in the

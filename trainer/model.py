@@ -99,9 +99,9 @@ class CTRModel(nn.Module):
 
 
 # what a model_config written before a key existed meant (a dense payload, a dump or a
-# checkpoint of an older trainer): those models had no wide term, sum-pooled their fields and
-# read zeros for unknown ids
-LEGACY_MODEL_KEYS: dict[str, Any] = {"wide": False, "pooling": "sum", "unknown_ids": "zeros"}
+# checkpoint of an older trainer): those models had no wide term and sum-pooled their fields
+# (and read zeros for unknown ids: ``field_mean_slots`` empty, its default)
+LEGACY_MODEL_KEYS: dict[str, Any] = {"wide": False, "pooling": "sum"}
 
 
 def model_config_from_dict(model_config: Mapping[str, Any]) -> ModelConfig:

@@ -7,9 +7,9 @@ embedding dimension D, Dd dense features and H heads::
 
     batch.ids (N,) ──distinct_ids──▶ ids.uniq  (U,)  distinct ids, first-seen order
                                     ids.codes (N,)  batch.ids[k] == ids.uniq[ids.codes[k]]
-    lookup(ids.uniq + F default ids) ──▶ rows (U, D), found (U,), defaults (F, D)
-    rows[ids.codes] ──────────────▶ per_id    (N, D)   an id not found reads the default row
-                                                       of its field (``unknown_ids``)
+    lookup(ids.uniq + K default ids) ──▶ rows (U, D), found (U,), defaults (F, D)
+    rows[ids.codes] ──────────────▶ per_id    (N, D)   an id not found reads zeros, or its
+                                                       field's mean row (``field_mean_slots``)
     pool by (batch.sample_index, batch.fields), mean or sum (``ModelConfig.pooling``)
                     ──────────────▶ emb       (B, F, D)  zeros for a field without ids
     model.score(emb, batch.dense (B, Dd)) ──▶ probs (B, H)
@@ -18,11 +18,11 @@ Id -> row mapping: there is ONE embedding table, ``TABLE_NAME`` (``"emb"``), of 
 ``ModelConfig.dim``, keyed by the sample's 64-bit feature ids as they are (the row of
 ``ids[k]`` is ``emb[ids[k]]``). Ids of slots that are not model fields were already dropped
 by ``BatchBuilder``. An id the table does not hold (unseen, not yet admitted, evicted)
-reads zeros (``ModelConfig.unknown_ids`` = ``"zeros"``, the default) or, with
-``"field_mean"``, its field's default row: the row of ``default_row_id(slot)`` in the same
-table, a running mean of the field's rows that the trainer keeps and publishes like any row
-(zeros while it has none). The trainer looks rows up in its ``EmbeddingTable``, a replica in its row store;
-given the same rows and dense weights both get the same probabilities.
+reads zeros, or for a slot of ``ModelConfig.field_mean_slots`` (K of them) the slot's mean
+row: the row of ``default_row_id(slot)`` in the same table, a running mean of the slot's
+rows that the trainer keeps and publishes like any row (zeros while it has none). The
+trainer looks rows up in its ``EmbeddingTable``, a replica in its row store; given the same
+rows and dense weights both get the same probabilities.
 
     probs = score_batch(model, batch, lookup)   # lookup: (U,) int64 -> ((U, D) rows, (U,) found)
 
@@ -63,9 +63,22 @@ def default_row_id(slot: int) -> int:
     return feature_id(slot, DEFAULT_ROW_VALUE)
 
 
+def default_fields(cfg: ModelConfig) -> np.ndarray:
+    """(K,) int64 fields (positions in ``cfg.slots``) of ``cfg.field_mean_slots``, in field order."""
+    return np.array([f for f, s in enumerate(cfg.slots) if s in cfg.field_mean_slots], np.int64)
+
+
 def default_ids(cfg: ModelConfig) -> np.ndarray:
-    """(F,) int64 default row ids of the model's fields, in field order."""
-    return np.array([default_row_id(s) for s in cfg.slots], np.int64)
+    """(K,) int64 mean-row ids of ``default_fields(cfg)``, in the same order."""
+    return np.array([default_row_id(cfg.slots[f]) for f in default_fields(cfg)], np.int64)
+
+
+def field_defaults(cfg: ModelConfig, rows: torch.Tensor) -> torch.Tensor:
+    """(F, D) default row of every field from the (K, D) rows of ``default_ids(cfg)``:
+    zeros for a field that reads zeros."""
+    out = torch.zeros(len(cfg.slots), rows.shape[1], dtype=rows.dtype, device=rows.device)
+    out[torch.from_numpy(default_fields(cfg)).to(rows.device)] = rows
+    return out
 
 
 def split_lookup(got: tuple[Rows, Rows] | Rows, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -143,10 +156,10 @@ def score_batch(model: CTRModel, batch: Batch, lookup: RowLookup) -> np.ndarray:
     device = next(model.parameters()).device
     ids = distinct_ids(batch)
     u = len(ids.uniq)
-    with_defaults = model.cfg.unknown_ids == "field_mean"
+    with_defaults = bool(model.cfg.field_mean_slots)
     asked = np.concatenate([ids.uniq, default_ids(model.cfg)]) if with_defaults else ids.uniq
-    rows, found = split_lookup(lookup(asked), device)  # (U [+ F], D)
-    defaults = rows[u:] if with_defaults else None  # (F, D), zeros where none is held yet
+    rows, found = split_lookup(lookup(asked), device)  # (U [+ K], D)
+    defaults = field_defaults(model.cfg, rows[u:]) if with_defaults else None  # (F, D), zeros where none
     emb = pool_rows(batch, ids, rows[:u], len(model.cfg.slots), model.cfg.pooling == "mean",
                     None if found is None else found[:u], defaults)  # (B, F, D)
     dense = torch.from_numpy(batch.dense).to(device)  # (B, Dd)

@@ -32,7 +32,16 @@ from trainer.errors import CheckpointError, TrainerError
 from trainer.freshness import ActionTraces
 from trainer.metrics import MetricsWriter, ProgressiveValidator
 from trainer.model import BaseRateTracker, build_model, model_config_from_dict
-from trainer.scoring import TABLE_NAME, BatchIds, default_ids, distinct_ids, pool_rows, score_batch
+from trainer.scoring import (
+    TABLE_NAME,
+    BatchIds,
+    default_fields,
+    default_ids,
+    distinct_ids,
+    field_defaults,
+    pool_rows,
+    score_batch,
+)
 from trainer.updates import TableUpdate
 from trainer.weighting import LossWeighting
 
@@ -79,8 +88,11 @@ class Trainer:
                                  if oracle is not None else None)
         self.bias_tracker = (BaseRateTracker(len(model.heads), cfg.bias_tracking_samples)
                              if cfg.bias_tracking_samples else None)
-        # model.unknown_ids = field_mean: the (F,) ids of the fields' default rows (trainer.scoring)
-        self.default_ids = default_ids(model) if model.unknown_ids == "field_mean" else None
+        # model.field_mean_slots: the (K,) ids of their mean rows (trainer.scoring), and for
+        # each of the F fields its position among them, -1 for a field that reads zeros
+        self.default_ids = default_ids(model) if model.field_mean_slots else None
+        self.default_index = torch.full((len(model.slots),), -1, dtype=torch.int64)
+        self.default_index[torch.from_numpy(default_fields(model))] = torch.arange(len(model.field_mean_slots))
         self.table.track_admitted = self.default_ids is not None
         self.writer = MetricsWriter(cfg.metrics_path, cfg.plot_path)
         self.step = 0
@@ -195,15 +207,15 @@ class Trainer:
 
     def _default_rows(self, batch: Batch, ids: BatchIds, rows: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``model.unknown_ids = field_mean``: an id without a row reads its field's default
+        """``model.field_mean_slots``: an id of such a slot without a row reads the slot's mean
         row (trainer.scoring), and a row admitted in this step starts there (plus the
-        table's random init). Returns (U,) found, the (F, D) default rows (zeros where a
-        field has none yet) and (U,) the field of each distinct id."""
+        table's random init). Returns (U,) found, the (F, D) default rows (zeros for the
+        other fields, or while a slot has none yet) and (U,) the field of each distinct id."""
         assert self.default_ids is not None
         fields = torch.zeros(len(ids.uniq), dtype=torch.int64)
         fields[torch.from_numpy(ids.codes)] = torch.as_tensor(batch.fields, dtype=torch.int64)
         fields = fields.to(self.device)
-        defaults = self.table.gather(self.table.rows_for(self.default_ids))  # (F, D)
+        defaults = field_defaults(self.model_cfg, self.table.gather(self.table.rows_for(self.default_ids)))  # (F, D)
         new = self.table.take_admitted()
         if len(new):
             start = torch.isin(rows, new)
@@ -212,20 +224,21 @@ class Trainer:
 
     @torch.no_grad()
     def _track_field_means(self, rows: torch.Tensor, fields: torch.Tensor, now_ms: int, n: int) -> None:
-        """Move each field's default row toward the mean of the field's rows in this step
-        (distinct ids, after the update) by 1 - exp(-n / trainer.field_mean_samples); a
-        field's first mean is taken whole."""
+        """Move each mean row toward the mean of its slot's rows in this step (distinct ids,
+        after the update) by 1 - exp(-n / trainer.field_mean_samples); a slot's first mean
+        is taken whole."""
         assert self.default_ids is not None
-        known = rows > 0
+        k = self.default_index.to(fields.device)[fields]  # (U,) position among the mean rows, -1: none
+        known = (rows > 0) & (k >= 0)
         if not bool(known.any()):
             return
-        f = fields[known]
-        values = self.table.gather(rows[known])  # (K, D)
+        f = k[known]
+        values = self.table.gather(rows[known])  # (n', D)
         num = len(self.default_ids)
         sums = torch.zeros(num, values.shape[1], device=values.device, dtype=values.dtype).index_add_(0, f, values)
         counts = torch.bincount(f, minlength=num)
         has = (counts > 0).cpu().numpy()
-        mean = sums[has] / counts[has].unsqueeze(1).to(values.dtype)  # (F', D)
+        mean = sums[has] / counts[has].unsqueeze(1).to(values.dtype)  # (K', D)
         held = self.table.rows_for(self.default_ids[has])
         old = self.table.gather(held)
         gain = 1.0 - math.exp(-n / self.cfg.field_mean_samples)
@@ -275,8 +288,7 @@ class Trainer:
             "model_name": self.cfg.model_name, "tables": {TABLE_NAME: {"dim": self.table.dim}},
             "id_mapping": "every id of every model slot -> table 'emb', key = the id itself; "
                           f"rows of one (sample, slot) are {self.model_cfg.pooling}-pooled; unknown ids read "
-                          + ("their field's default row (trainer.scoring.default_row_id)"
-                             if self.default_ids is not None else "zeros"),
+                          "zeros, those of field_mean_slots their slot's mean row (trainer.scoring.default_row_id)",
             "neg_sampling": self.cfg.neg_sampling}
 
     # -- checkpoints -----------------------------------------------------------------

@@ -126,10 +126,13 @@ class Stage:
 
 def model_settings(last_n: bool = True) -> list[str]:
     """The model's input layout behind the feature job: the generator's slots (plus the last-N
-    slot with ``last_n``), its dense values plus the realtime ones (what the feature job emits)."""
+    slot with ``last_n``), its dense values plus the realtime ones (what the feature job emits),
+    and its hour-of-day slot, whose new ids (one each hour, met by serving before the trainer)
+    read the slot's mean row (``model.field_mean_slots``, docs/sync.md)."""
     spec = FeatureSpec()
     slots = [*range(len(SLOTS)), *([spec.last_n_slot] if last_n else [])]
-    return ["model.slots=" + ",".join(map(str, slots)), f"model.dense_dim={len(DENSE) + spec.dense_width()}"]
+    return ["model.slots=" + ",".join(map(str, slots)), f"model.dense_dim={len(DENSE) + spec.dense_width()}",
+            f"model.field_mean_slots={SLOTS.index('hour')}"]
 
 
 class Stack:

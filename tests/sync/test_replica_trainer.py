@@ -18,8 +18,8 @@ from trainer.scoring import default_ids
 from trainer.synthetic import SyntheticStream
 
 pytestmark = pytest.mark.integration
-# unknown ids read their field's default row: the replica must get those rows from the trainer
-MODEL = ModelConfig(slots=(0, 1, 2, 3), dim=8, dense_dim=2, hidden=(16,), seed=3, unknown_ids="field_mean")
+# unknown ids of slots 1 and 3 read the slot's mean row: the replica must get those rows from the trainer
+MODEL = ModelConfig(slots=(0, 1, 2, 3), dim=8, dense_dim=2, hidden=(16,), seed=3, field_mean_slots=(1, 3))
 
 
 def _instances(samples):

@@ -29,9 +29,9 @@ def test_model_same_seed_same_weights():
 @pytest.mark.parametrize("interaction", ["fm", "dcn"])
 def test_model_replica_with_same_rows_and_weights_predicts_like_trainer(interaction):
     """What a serving replica does: rebuild from model_config, load the dense state dict,
-    score with rows looked up in the synced rows (with ``unknown_ids=field_mean`` an unknown
-    id reads its field's default row, which the dump carries like any row)."""
-    m = small_model(interaction=interaction, dense_dim=2, heads=("click", "like"), unknown_ids="field_mean")
+    score with rows looked up in the synced rows (an unknown id reads zeros, or for a slot of
+    ``field_mean_slots`` the slot's mean row, which the dump carries like any row)."""
+    m = small_model(interaction=interaction, dense_dim=2, heads=("click", "like"), field_mean_slots=(0, 2, 3))
     trainer = Trainer(m, small_table(admit_count=2), small_trainer())
     stream = SyntheticStream(num_slots=SLOTS, dense_dim=2, heads=("click", "like"), seed=2)
     trainer.run(ListSource(stream.take(1500), m, 256))

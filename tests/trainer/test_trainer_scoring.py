@@ -84,15 +84,15 @@ def test_scoring_trainer_predict_is_score_batch_with_its_table():
     assert unknown.shape == (64, 1) and not np.allclose(unknown, got)
 
 
-def test_scoring_an_unknown_id_reads_its_fields_default_row_or_zeros():
-    """With ``unknown_ids=field_mean`` an id without a row scores as if it held its field's
-    default row (the row of ``default_row_id(slot)``), field by field; with ``zeros`` (the
-    default) as a zero row."""
+def test_scoring_an_unknown_id_reads_its_slots_mean_row_or_zeros():
+    """An id without a row of a slot in ``field_mean_slots`` scores as if it held the slot's
+    mean row (the row of ``default_row_id(slot)``), slot by slot; of any other slot (all of
+    them by default) as a zero row."""
     d0, d1 = np.full(8, 0.7, np.float32), np.full(8, -0.3, np.float32)
     rows = {default_row_id(0): d0, default_row_id(1): d1, 5: np.full(8, 0.1, np.float32),
             50: d0, 51: d1, 52: np.zeros(8, np.float32)}
-    for mode, same_as in (("field_mean", (50, 51)), ("zeros", (52, 52))):
-        m = small_model(unknown_ids=mode)
+    for mean_slots, same_as in (((0, 1), (50, 51)), ((1,), (52, 51)), ((), (52, 52))):
+        m = small_model(field_mean_slots=mean_slots)
         net = build_model(m)
         unknown = BatchBuilder(m).build([sample(0, ids=(98, 99, 5), slots=(0, 1, 2))])
         known = BatchBuilder(m).build([sample(1, ids=(*same_as, 5), slots=(0, 1, 2))])
@@ -101,10 +101,10 @@ def test_scoring_an_unknown_id_reads_its_fields_default_row_or_zeros():
 
 
 def test_trainer_keeps_each_fields_default_row_at_the_mean_of_its_rows_and_starts_new_rows_there():
-    """``unknown_ids=field_mean`` with ``field_mean_samples=1`` (gain ~1): a field's default
-    row is the mean of the field's distinct rows after the last step (one step: no warm-up
+    """Every slot in ``field_mean_slots``, with ``field_mean_samples=1`` (gain ~1): a slot's
+    mean row is the mean of its distinct rows after the last step (one step: no warm-up
     pieces); a new id reads it and its row starts there."""
-    m = small_model(unknown_ids="field_mean")
+    m = small_model(field_mean_slots=tuple(range(SLOTS)))
     trainer = Trainer(m, small_table(init_std=0.0), small_trainer(field_mean_samples=1, warmup_step_samples=0))
     first = BatchBuilder(m).build(SyntheticStream(num_slots=SLOTS, seed=4).take(256))
     trainer.train_batch(first)

@@ -32,6 +32,7 @@ can take gradients of, then the model's logits instead of ``score``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,9 +48,9 @@ from trainer.model import CTRModel
 TABLE_NAME = "emb"
 
 Rows = torch.Tensor | np.ndarray
-RowLookup = Callable[[np.ndarray], tuple[Rows, Rows] | Rows]
+RowLookup = Callable[[np.ndarray], tuple[Rows, Rows]]
 """(U,) distinct int64 ids -> ((U, D) float32 rows, zeros for ids it does not hold; (U,) bool
-found). A lookup that returns the rows alone holds every id it is asked for."""
+found)."""
 
 DEFAULT_ROW_VALUE = "\x00unknown"  # hashed with the slot: no raw feature value is this string
 
@@ -63,31 +64,34 @@ def default_row_id(slot: int) -> int:
     return feature_id(slot, DEFAULT_ROW_VALUE)
 
 
+@functools.cache
+def _mean_rows(slots: tuple[int, ...], mean_slots: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(K,) fields and (K,) mean-row ids, read-only: worked out once per model, not per batch."""
+    fields = np.array([f for f, s in enumerate(slots) if s in mean_slots], np.int64)
+    ids = np.array([default_row_id(slots[f]) for f in fields], np.int64)
+    fields.setflags(write=False)
+    ids.setflags(write=False)
+    return fields, ids
+
+
 def default_fields(cfg: ModelConfig) -> np.ndarray:
     """(K,) int64 fields (positions in ``cfg.slots``) of ``cfg.field_mean_slots``, in field order."""
-    return np.array([f for f, s in enumerate(cfg.slots) if s in cfg.field_mean_slots], np.int64)
+    return _mean_rows(cfg.slots, cfg.field_mean_slots)[0]
 
 
 def default_ids(cfg: ModelConfig) -> np.ndarray:
     """(K,) int64 mean-row ids of ``default_fields(cfg)``, in the same order."""
-    return np.array([default_row_id(cfg.slots[f]) for f in default_fields(cfg)], np.int64)
+    return _mean_rows(cfg.slots, cfg.field_mean_slots)[1]
 
 
 def field_defaults(cfg: ModelConfig, rows: torch.Tensor) -> torch.Tensor:
     """(F, D) default row of every field from the (K, D) rows of ``default_ids(cfg)``:
     zeros for a field that reads zeros."""
     out = torch.zeros(len(cfg.slots), rows.shape[1], dtype=rows.dtype, device=rows.device)
-    out[torch.from_numpy(default_fields(cfg)).to(rows.device)] = rows
+    out[torch.tensor(default_fields(cfg), device=rows.device)] = rows
     return out
 
 
-def split_lookup(got: tuple[Rows, Rows] | Rows, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A lookup's answer as (rows on ``device``, found on ``device`` or None = all found)."""
-    if isinstance(got, tuple):
-        rows, found = got
-        return (torch.as_tensor(rows, dtype=torch.float32, device=device),
-                torch.as_tensor(found, dtype=torch.bool, device=device))
-    return torch.as_tensor(got, dtype=torch.float32, device=device), None
 
 
 @dataclass(frozen=True)
@@ -158,9 +162,11 @@ def score_batch(model: CTRModel, batch: Batch, lookup: RowLookup) -> np.ndarray:
     u = len(ids.uniq)
     with_defaults = bool(model.cfg.field_mean_slots)
     asked = np.concatenate([ids.uniq, default_ids(model.cfg)]) if with_defaults else ids.uniq
-    rows, found = split_lookup(lookup(asked), device)  # (U [+ K], D)
+    got_rows, got_found = lookup(asked)
+    rows = torch.as_tensor(got_rows, dtype=torch.float32, device=device)  # (U [+ K], D)
+    found = torch.as_tensor(got_found, dtype=torch.bool, device=device)  # (U [+ K],)
     defaults = field_defaults(model.cfg, rows[u:]) if with_defaults else None  # (F, D), zeros where none
     emb = pool_rows(batch, ids, rows[:u], len(model.cfg.slots), model.cfg.pooling == "mean",
-                    None if found is None else found[:u], defaults)  # (B, F, D)
+                    found[:u], defaults)  # (B, F, D)
     dense = torch.from_numpy(batch.dense).to(device)  # (B, Dd)
     return model.score(emb, dense).cpu().numpy()  # (B, H)

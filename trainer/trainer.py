@@ -92,7 +92,7 @@ class Trainer:
         # each of the F fields its position among them, -1 for a field that reads zeros
         self.default_ids = default_ids(model) if model.field_mean_slots else None
         self.default_index = torch.full((len(model.slots),), -1, dtype=torch.int64)
-        self.default_index[torch.from_numpy(default_fields(model))] = torch.arange(len(model.field_mean_slots))
+        self.default_index[torch.tensor(default_fields(model))] = torch.arange(len(model.field_mean_slots))
         self.table.track_admitted = self.default_ids is not None
         self.writer = MetricsWriter(cfg.metrics_path, cfg.plot_path)
         self.step = 0

@@ -105,7 +105,7 @@ class _Replica:
         assert self.model is not None
         batch = self.model.batch([{"slots": i.slots, "ids": i.ids, "dense": i.dense} for i in imps])
         with self.applier.view.snapshot() as snap:
-            return self.model.score(batch, lambda t, ids, dim: snap.lookup(t, ids, dim)[0])
+            return self.model.score(batch, snap.lookup)
 
 
 @pytest.fixture(scope="module")

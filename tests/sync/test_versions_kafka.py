@@ -71,7 +71,7 @@ def _expected(replica, instances, value):
     model = replica.model
     batch = model.batch(instances)
     row = StampSource.row(value)
-    return model.score(batch, lambda t, ids, dim: np.full((len(ids), dim), row, np.float32))
+    return model.score(batch, lambda t, ids, dim: (np.full((len(ids), dim), row, np.float32), np.ones(len(ids), bool)))
 
 
 def _publisher(kafka, topics, source, tmp_path, producer=None, max_message_bytes=8192):
